@@ -1,0 +1,210 @@
+"""Model folders: ``config.json`` + ``model.safetensors``, loadable with ``from_pretrained``.
+
+Every shareable model in vqmae subclasses :class:`PretrainedModel`::
+
+    @register_model("audio-vqvae")
+    class AudioVQVAE(PretrainedModel):
+        config_class = AudioVQVAEConfig
+        def __init__(self, config: AudioVQVAEConfig): ...
+
+    model.save_pretrained("out/audio_tokenizer")
+    model = AudioVQVAE.from_pretrained("out/audio_tokenizer")
+    model = load_pretrained("out/audio_tokenizer")      # any registered architecture
+
+``config.json`` holds ``architecture``, ``config`` (the dataclass as a dict), ``format_version``
+and ``vqmae_version``. Pickle files (``.pt``/``.pth``/``.bin``/``.ckpt``/``.pkl``) are refused:
+nothing here ever calls ``torch.load`` on a user's file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from vqmae import __version__
+from vqmae.config import config_from_dict, config_to_dict
+from vqmae.io import atomic_path, write_json
+
+MODEL_FORMAT_VERSION = 1
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle")
+
+_REGISTRY: dict[str, type[PretrainedModel]] = {}
+
+M = TypeVar("M", bound="PretrainedModel")
+
+
+class ModelFolderError(ValueError):
+    """A model folder that cannot be loaded (missing files, unknown version, pickles)."""
+
+
+def register_model(name: str):
+    """Class decorator: make ``name`` loadable by :func:`load_pretrained`."""
+
+    def wrap(cls: type[M]) -> type[M]:
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ValueError(f"architecture name '{name}' is registered twice")
+        cls.architecture = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return wrap
+
+
+def registered_models() -> dict[str, type[PretrainedModel]]:
+    return dict(_REGISTRY)
+
+
+def _refuse_pickles(folder: Path) -> None:
+    if folder.is_file() and folder.suffix in PICKLE_SUFFIXES:
+        raise ModelFolderError(
+            f"{folder}: pickle checkpoints are refused (they can run arbitrary code). "
+            "vqmae loads model folders with config.json + model.safetensors."
+        )
+
+
+def read_model_config(folder: str | Path) -> dict[str, Any]:
+    """Read and check ``config.json`` of a model folder."""
+    folder = Path(folder)
+    _refuse_pickles(folder)
+    if not folder.is_dir():
+        raise ModelFolderError(f"{folder}: not a model folder (expected a directory)")
+    cfg_path = folder / CONFIG_NAME
+    if not cfg_path.is_file():
+        pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+        if pickles:
+            raise ModelFolderError(
+                f"{folder}: holds pickle checkpoints {pickles}, which are refused; "
+                "vqmae loads config.json + model.safetensors only"
+            )
+        raise ModelFolderError(f"{folder}: no {CONFIG_NAME} (not a vqmae model folder)")
+    try:
+        meta = json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as e:
+        raise ModelFolderError(f"{cfg_path}: not valid JSON ({e.msg})") from None
+    version = meta.get("format_version")
+    if version != MODEL_FORMAT_VERSION:
+        raise ModelFolderError(
+            f"{cfg_path}: unknown model format version {version!r} "
+            f"(this vqmae {__version__} reads version {MODEL_FORMAT_VERSION})"
+        )
+    for key in ("architecture", "config"):
+        if key not in meta:
+            raise ModelFolderError(f"{cfg_path}: missing '{key}'")
+    return meta
+
+
+def _load_weights(folder: Path) -> dict[str, torch.Tensor]:
+    path = folder / WEIGHTS_NAME
+    if not path.is_file():
+        raise ModelFolderError(f"{folder}: no {WEIGHTS_NAME}")
+    return load_file(str(path), device="cpu")
+
+
+def state_fingerprint(model: nn.Module, config: Any) -> str:
+    """sha256 over the config and every tensor of the state dict (names, shapes, bytes)."""
+    h = hashlib.sha256()
+    h.update(json.dumps(config_to_dict(config), sort_keys=True).encode())
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(str(t.dtype).encode())
+        h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+class PretrainedModel(nn.Module):
+    """Base class of every shareable vqmae model (one config dataclass per model)."""
+
+    config_class: ClassVar[type]
+    architecture: ClassVar[str] = ""
+
+    def __init__(self, config: Any):
+        super().__init__()
+        self.config = config
+
+    def fingerprint(self) -> str:
+        """Stable hash of config + weights: identifies exactly which model made an output."""
+        return state_fingerprint(self, self.config)
+
+    def extra_metadata(self) -> dict[str, Any]:
+        """Extra JSON-safe facts written into config.json (override to add)."""
+        return {}
+
+    def save_pretrained(self, folder: str | Path, metadata: dict[str, Any] | None = None) -> Path:
+        """Write ``config.json`` + ``model.safetensors`` into ``folder`` (each file atomically)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        if not self.architecture:
+            raise ValueError(f"{type(self).__name__} is not registered with @register_model")
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        with atomic_path(folder / WEIGHTS_NAME) as tmp:
+            save_file(state, str(tmp), metadata={"format": "pt", "architecture": self.architecture})
+        meta = {
+            "architecture": self.architecture,
+            "format_version": MODEL_FORMAT_VERSION,
+            "vqmae_version": __version__,
+            "config": config_to_dict(self.config),
+            "fingerprint": self.fingerprint(),
+            **self.extra_metadata(),
+            **(metadata or {}),
+        }
+        write_json(folder / CONFIG_NAME, meta)
+        return folder
+
+    @classmethod
+    def from_pretrained(cls: type[M], folder: str | Path, strict: bool = True) -> M:
+        """Load a model folder written by ``save_pretrained`` (CPU tensors, eval mode)."""
+        folder = Path(folder)
+        meta = read_model_config(folder)
+        arch = meta["architecture"]
+        target: type[PretrainedModel] = cls
+        if cls.architecture != arch:
+            registered = _REGISTRY.get(arch)
+            if registered is None or not issubclass(registered, cls):
+                raise ModelFolderError(
+                    f"{folder}: holds a '{arch}' model, not a '{cls.architecture or cls.__name__}'"
+                )
+            target = registered
+        config = config_from_dict(target.config_class, meta["config"])
+        model = target(config)
+        state = _load_weights(folder)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if strict and (missing or unexpected):
+            raise ModelFolderError(
+                f"{folder}: weights do not match the '{arch}' architecture "
+                f"(missing {missing[:5]}, unexpected {unexpected[:5]})"
+            )
+        model.eval()
+        return model  # type: ignore[return-value]
+
+
+def load_pretrained(folder: str | Path) -> PretrainedModel:
+    """Load any registered vqmae model folder."""
+    _import_all_models()
+    meta = read_model_config(folder)
+    cls = _REGISTRY.get(meta["architecture"])
+    if cls is None:
+        raise ModelFolderError(
+            f"{folder}: unknown architecture '{meta['architecture']}' "
+            f"(known: {', '.join(sorted(_REGISTRY))})"
+        )
+    return cls.from_pretrained(folder)
+
+
+def _import_all_models() -> None:
+    """Import the modules that register architectures (lazily, to keep the CLI fast)."""
+    import importlib
+
+    for mod in ("vqmae.tokenizers", "vqmae.mae"):
+        try:
+            importlib.import_module(mod)
+        except ImportError:
+            pass

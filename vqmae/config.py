@@ -1,0 +1,377 @@
+"""One config mechanism for every stage: dataclass defaults, YAML files, command-line overrides.
+
+Rules (see docs/CONFIG.md):
+
+* Each stage has a config dataclass (nested dataclasses allowed). Defaults live in the class.
+* ``--config a.yaml [--config b.yaml]`` loads YAML files in order; later ones win.
+* Overrides follow, in any of these forms: ``key=value``, ``--key value``, ``--key=value``.
+  Nested fields are dotted (``optim.lr=1e-3``); ``-`` and ``_`` are interchangeable in keys.
+  A bare ``--flag`` sets a boolean field to true; ``--no-flag`` sets it to false.
+* Every value is checked against the field's type; unknown keys are rejected with the closest
+  valid name suggested.
+* The resolved config is written into the run folder (``save_config``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit the config dataclass."""
+
+
+# ----------------------------------------------------------------------------------- types
+
+
+def _is_dataclass_type(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.init}
+
+
+def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        optional = len(args) != len(typing.get_args(tp))
+        if len(args) == 1:
+            return args[0], optional
+        return typing.Union[tuple(args)], optional  # noqa: UP007
+    return tp, False
+
+
+def _parse_scalar_string(text: str) -> Any:
+    """A command-line value as YAML would read it (``1e-3`` -> float, ``null`` -> None)."""
+    if text.strip() == "":
+        return ""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    # YAML 1.1 reads 1e-3 as a string; accept it as a float.
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` and convert where unambiguous."""
+    tp, optional = _unwrap_optional(tp)
+    if value is None:
+        if optional or tp is Any:
+            return None
+        raise ConfigError(f"{key}: null is not allowed (expected {_type_name(tp)})")
+    if tp is Any:
+        return value
+    origin = typing.get_origin(tp)
+    if origin is typing.Literal:
+        choices = typing.get_args(tp)
+        if isinstance(value, str) and value not in choices:
+            for c in choices:  # allow numeric literals given as strings
+                if str(c) == value:
+                    return c
+        if value not in choices:
+            raise ConfigError(f"{key}: {value!r} is not one of {list(choices)}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for option in typing.get_args(tp):
+            try:
+                return _coerce(value, option, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"{key}: {value!r} does not match {_type_name(tp)}")
+    if _is_dataclass_type(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping for {tp.__name__}, got {value!r}")
+        return _build(tp, value, prefix=key + ".")
+    if origin in (list, tuple) or tp in (list, tuple):
+        if isinstance(value, str):
+            value = _parse_scalar_string(value) if value.startswith("[") else value.split(",")
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        args = typing.get_args(tp)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(args) != len(value):
+                raise ConfigError(f"{key}: expected {len(args)} values, got {len(value)}")
+            return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        item = args[0] if args else Any
+        items = [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if (origin is tuple or tp is tuple) else items
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("false", "no", "0", "off"):
+            return False
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    if tp is Path:
+        return Path(value)
+    if isinstance(tp, type) and isinstance(value, tp):
+        return value
+    raise ConfigError(f"{key}: cannot check value {value!r} against {_type_name(tp)}")
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _unknown_key(cls: type, name: str, prefix: str) -> ConfigError:
+    valid = list(_field_types(cls))
+    close = difflib.get_close_matches(name, valid, n=1, cutoff=0.5)
+    hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; valid keys: {', '.join(valid)}"
+    return ConfigError(f"unknown config key '{prefix}{name}' for {cls.__name__}{hint}")
+
+
+def _build(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
+    types_ = _field_types(cls)
+    kwargs = {}
+    for raw_name, value in data.items():
+        name = str(raw_name).replace("-", "_")
+        if name not in types_:
+            raise _unknown_key(cls, name, prefix)
+        kwargs[name] = _coerce(value, types_[name], prefix + name)
+    try:
+        return cls(**kwargs)
+    except TypeError as e:  # a required field without default
+        raise ConfigError(f"{cls.__name__}: {e}") from e
+
+
+# ------------------------------------------------------------------------------ public API
+
+
+def config_from_dict(cls: type[T], data: dict[str, Any] | None) -> T:
+    """Build ``cls`` from a (nested) mapping; unknown keys and wrong types raise ConfigError."""
+    return _build(cls, dict(data or {}))
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """A plain, YAML/JSON-safe dict of a config dataclass (tuples become lists, Paths strings)."""
+
+    def plain(v: Any) -> Any:
+        if dataclasses.is_dataclass(v) and not isinstance(v, type):
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {str(k): plain(x) for k, x in v.items()}
+        if isinstance(v, Path):
+            return str(v)
+        return v
+
+    return plain(cfg)
+
+
+def _merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for k, v in update.items():
+        k = str(k).replace("-", "_")
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping; a clear error names the file when it is not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})") from e
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of config keys")
+    return data
+
+
+def _set_dotted(cls: type, data: dict, dotted: str, raw: Any) -> None:
+    """Place ``raw`` at ``dotted`` in ``data``, checking every key of the path against ``cls``."""
+    parts = dotted.replace("-", "_").split(".")
+    node, node_cls, prefix = data, cls, ""
+    for i, part in enumerate(parts):
+        types_ = _field_types(node_cls)
+        if part not in types_:
+            raise _unknown_key(node_cls, part, prefix)
+        if i == len(parts) - 1:
+            node[part] = raw
+            return
+        sub_tp, _ = _unwrap_optional(types_[part])
+        if not _is_dataclass_type(sub_tp):
+            raise ConfigError(f"'{prefix}{part}' is not a group of settings; cannot set '{dotted}'")
+        current = node.get(part)
+        if not isinstance(current, dict):
+            current = {}
+            node[part] = current
+        node, node_cls, prefix = current, sub_tp, prefix + part + "."
+
+
+def _field_type_at(cls: type, dotted: str) -> Any:
+    node_cls = cls
+    tp: Any = None
+    for part in dotted.replace("-", "_").split("."):
+        types_ = _field_types(node_cls)
+        if part not in types_:
+            return None
+        tp = types_[part]
+        inner, _ = _unwrap_optional(tp)
+        node_cls = inner if _is_dataclass_type(inner) else object
+    return _unwrap_optional(tp)[0] if tp is not None else None
+
+
+def parse_overrides(cls: type, argv: list[str]) -> tuple[list[str], dict[str, Any]]:
+    """Split argv into (config files, nested override dict). Values stay strings/YAML scalars."""
+    files: list[str] = []
+    data: dict[str, Any] = {}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in ("--config", "-c"):
+            if i + 1 >= len(argv):
+                raise ConfigError("--config needs a file path")
+            files.append(argv[i + 1])
+            i += 2
+            continue
+        if arg.startswith("--config="):
+            files.append(arg.split("=", 1)[1])
+            i += 1
+            continue
+        if arg.startswith("--"):
+            body = arg[2:]
+            if "=" in body:
+                key, value = body.split("=", 1)
+                _set_dotted(cls, data, key, _parse_scalar_string(value))
+                i += 1
+                continue
+            key = body
+            tp = _field_type_at(cls, key)
+            if tp is None and key.startswith("no-") and _field_type_at(cls, key[3:]) is bool:
+                _set_dotted(cls, data, key[3:], False)
+                i += 1
+                continue
+            if tp is bool and (i + 1 >= len(argv) or argv[i + 1].startswith("-") or "=" in argv[i + 1]
+                               or argv[i + 1].lower() not in ("true", "false", "yes", "no", "1", "0", "on", "off")):
+                _set_dotted(cls, data, key, True)
+                i += 1
+                continue
+            if i + 1 >= len(argv):
+                _set_dotted(cls, data, key, None)  # validates the key first
+                raise ConfigError(f"--{key} needs a value")
+            _set_dotted(cls, data, key, _parse_scalar_string(argv[i + 1]))
+            i += 2
+            continue
+        if "=" in arg and not arg.startswith("-"):
+            key, value = arg.split("=", 1)
+            _set_dotted(cls, data, key, _parse_scalar_string(value))
+            i += 1
+            continue
+        raise ConfigError(
+            f"cannot read argument '{arg}': use key=value, --key value or --config file.yaml"
+        )
+    return files, data
+
+
+def parse_config(cls: type[T], argv: list[str] | None = None, base: dict[str, Any] | None = None) -> T:
+    """Resolve a config: defaults < ``base`` < YAML files (in order) < command-line overrides."""
+    files, overrides = parse_overrides(cls, list(argv or []))
+    data: dict[str, Any] = dict(base or {})
+    for f in files:
+        data = _merge(data, load_yaml(f))
+    data = _merge(data, overrides)
+    try:
+        return config_from_dict(cls, data)
+    except ConfigError as e:
+        where = f" (from {', '.join(files)})" if files else ""
+        raise ConfigError(f"{e}{where}") from None
+
+
+def save_config(cfg: Any, path: str | Path) -> Path:
+    """Write the resolved config as YAML (atomically)."""
+    from vqmae.io import atomic_write_text
+
+    return atomic_write_text(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+
+
+def replace(cfg: T, **changes: Any) -> T:
+    """``dataclasses.replace`` with type checking of the new values."""
+    types_ = _field_types(type(cfg))
+    checked = {}
+    for k, v in changes.items():
+        if k not in types_:
+            raise _unknown_key(type(cfg), k, "")
+        checked[k] = _coerce(v, types_[k], k)
+    return dataclasses.replace(cfg, **checked)
+
+
+def config_help(cls: type, prefix: str = "") -> str:
+    """One line per settable key with its type and default, for ``--help`` texts."""
+    lines = []
+    for f in dataclasses.fields(cls):
+        tp = _field_types(cls)[f.name]
+        inner, _ = _unwrap_optional(tp)
+        if _is_dataclass_type(inner):
+            lines.append(config_help(inner, prefix + f.name + "."))
+            continue
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            default = f.default_factory()  # type: ignore[misc]
+        else:
+            default = "(required)"
+        lines.append(f"  {prefix}{f.name} = {default!r}  [{_type_name(tp)}]")
+    return "\n".join(lines)
