@@ -1,0 +1,278 @@
+"""The VQ-MAE-AV model config (one dataclass) and its named presets.
+
+Token geometry (shapes, codebooks, frames per window) comes from the tokenizers; the
+architecture (patch sizes, width, depth, heads, fusion) from a preset. :func:`cfg_for_store`
+builds a config matching a token store's provenance, so tokenizers other than the paper's
+(other grids or codebooks) work as long as the patch sizes divide the token grid.
+
+Paper preset (REFERENCE.md "VQ-MAE-AV")::
+
+    visual tokens (50, 24, 24) codebook 512, tube (5, 4, 4) = 80 indices × 4-d -> 360 tubes
+    audio  tokens (100, 64)    codebook 256, patch (10, 4)  = 40 indices × 8-d -> 160 patches
+    width 320, 4 heads, MLP ratio 2, qkv without bias, encoder depth 6/12/16/20, decoder 3
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from vqmae.config import ConfigError, config_from_dict, config_to_dict
+
+MODALITIES = ("audio", "visual")
+
+
+class MAEConfigError(ConfigError):
+    """A config whose patch sizes do not fit the token grid, or other inconsistent sizes."""
+
+
+@dataclass
+class MAEConfig:
+    """Everything that fixes the shapes of a VQ-MAE-AV model."""
+
+    modalities: tuple[str, ...] = ("audio", "visual")
+    """Modalities the model sees: both (VQ-MAE-AV), ("audio",) (VQ-MAE-S) or ("visual",)."""
+    # ---- audio tokens (from the audio tokenizer)
+    audio_token_shape: tuple[int, ...] = (64,)
+    audio_codebook_size: int = 256
+    audio_frames: int = 100
+    """Token frames per window (2 s at 50 frames/s)."""
+    audio_fps: float = 50.0
+    audio_patch: tuple[int, ...] = (10, 4)
+    """(frames, *per token axis): 10 frames × 4 latent positions = 40 indices per patch."""
+    audio_embed_dim: int = 8
+    """Learned embedding size of one code index."""
+    # ---- visual tokens (from the visual tokenizer)
+    visual_token_shape: tuple[int, ...] = (24, 24)
+    visual_codebook_size: int = 512
+    visual_frames: int = 50
+    visual_fps: float = 25.0
+    visual_patch: tuple[int, ...] = (5, 4, 4)
+    """(frames, height, width) of a tube: 5 × 4 × 4 = 80 indices."""
+    visual_embed_dim: int = 4
+    # ---- transformer
+    width: int = 320
+    depth: int = 6
+    heads: int = 4
+    mlp_ratio: float = 2.0
+    qkv_bias: bool = False
+    fusion: Literal["saf", "caf"] = "saf"
+    """saf: one joint self-attention sequence; caf: per-modality cross-attention into the
+    concatenation of both, then per-modality blocks."""
+    decoder_depth: int = 3
+    decoder_heads: int = 4
+    decoder_fusion: Literal["saf", "caf"] = "saf"
+    drop_path: float = 0.0
+    contrastive: bool = False
+    """Add attention-pooling heads (one learned query per modality) for the NT-Xent term."""
+
+    # ------------------------------------------------------------------ derived geometry
+    def __post_init__(self) -> None:
+        self.modalities = tuple(self.modalities)
+        for m in self.modalities:
+            if m not in MODALITIES:
+                raise MAEConfigError(f"unknown modality '{m}' (known: {', '.join(MODALITIES)})")
+        if not self.modalities:
+            raise MAEConfigError("modalities is empty")
+        if len(set(self.modalities)) != len(self.modalities):
+            raise MAEConfigError(f"modalities repeated: {self.modalities}")
+        if self.width % self.heads or self.width % self.decoder_heads:
+            raise MAEConfigError(f"width {self.width} is not divisible by heads {self.heads}/{self.decoder_heads}")
+        if "caf" in (self.fusion, self.decoder_fusion) and len(self.modalities) < 2:
+            raise MAEConfigError("fusion 'caf' needs two modalities; use 'saf' for a unimodal model")
+        for m in self.modalities:
+            self.spec(m)  # validates the patch sizes
+
+    def spec(self, modality: str) -> ModalitySpec:
+        """The patch geometry of one modality (validated)."""
+        p = modality
+        return ModalitySpec.build(
+            modality,
+            frames=getattr(self, f"{p}_frames"),
+            token_shape=tuple(getattr(self, f"{p}_token_shape")),
+            patch=tuple(getattr(self, f"{p}_patch")),
+            codebook_size=getattr(self, f"{p}_codebook_size"),
+            embed_dim=getattr(self, f"{p}_embed_dim"),
+            fps=getattr(self, f"{p}_fps"),
+        )
+
+    @property
+    def specs(self) -> dict[str, ModalitySpec]:
+        return {m: self.spec(m) for m in self.modalities}
+
+    @property
+    def window_seconds(self) -> float:
+        m = self.modalities[0]
+        s = self.spec(m)
+        return s.frames / s.fps
+
+    def to_dict(self) -> dict[str, Any]:
+        return config_to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MAEConfig:
+        return config_from_dict(cls, data)
+
+
+@dataclass(frozen=True)
+class ModalitySpec:
+    """Patch geometry of one modality.
+
+    Tokens ``(B, frames, *token_shape)`` are cut into patches of ``patch`` =
+    ``(pt, *ps)``; ``grid`` = ``(frames // pt, *token_shape // ps)`` patches,
+    ``num_patches = prod(grid)``, each holding ``indices = prod(patch)`` code indices.
+    """
+
+    name: str
+    frames: int
+    token_shape: tuple[int, ...]
+    patch: tuple[int, ...]
+    codebook_size: int
+    embed_dim: int
+    fps: float
+    grid: tuple[int, ...] = field(default=())
+
+    @staticmethod
+    def build(name: str, frames: int, token_shape: tuple[int, ...], patch: tuple[int, ...],
+              codebook_size: int, embed_dim: int, fps: float) -> ModalitySpec:
+        full = (frames, *token_shape)
+        if len(patch) != len(full):
+            raise MAEConfigError(
+                f"{name}_patch {tuple(patch)} has {len(patch)} sizes but the {name} tokens of a window "
+                f"have {len(full)} axes {full} (frames, *token_shape)"
+            )
+        bad = [(i, n, p) for i, (n, p) in enumerate(zip(full, patch)) if p < 1 or n % p]
+        if bad:
+            axes = ["frames"] + [f"token axis {i}" for i in range(1, len(full))]
+            what = "; ".join(
+                f"{axes[i]}: {p} does not divide {n} (divisors: {', '.join(map(str, divisors(n)))})"
+                for i, n, p in bad
+            )
+            raise MAEConfigError(
+                f"{name}_patch {tuple(patch)} does not fit the {name} token grid {full}: {what}. "
+                f"Set {name}_patch to sizes that divide the grid."
+            )
+        if codebook_size < 2 or embed_dim < 1:
+            raise MAEConfigError(f"{name}: codebook_size {codebook_size} / embed_dim {embed_dim} too small")
+        grid = tuple(n // p for n, p in zip(full, patch))
+        return ModalitySpec(name, frames, tuple(token_shape), tuple(patch), codebook_size, embed_dim,
+                            fps, grid)
+
+    @property
+    def num_patches(self) -> int:
+        return math.prod(self.grid)
+
+    @property
+    def indices(self) -> int:
+        """Code indices per patch."""
+        return math.prod(self.patch)
+
+
+def divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+# ------------------------------------------------------------------------------- presets
+
+PAPER_DEPTHS = (6, 12, 16, 20)
+
+_PRESETS: dict[str, dict[str, Any]] = {
+    # the published model (REFERENCE.md); depth 6 / 12 / 16 / 20
+    "paper": {},
+    # our default for real datasets: paper tokens, deeper encoder, wider MLP, NT-Xent on
+    "base": {"depth": 12, "mlp_ratio": 4.0, "contrastive": True},
+    # the embedded demo corpus on a 2-core CPU (a few minutes of pretraining)
+    "demo": {"width": 128, "depth": 4, "heads": 4, "decoder_depth": 2, "decoder_heads": 4,
+             "mlp_ratio": 2.0},
+    # unit tests: a few patches, a few thousand parameters
+    "tiny": {"audio_token_shape": (8,), "audio_codebook_size": 16, "audio_frames": 20,
+             "audio_patch": (4, 2), "audio_embed_dim": 4,
+             "visual_token_shape": (6, 6), "visual_codebook_size": 32, "visual_frames": 10,
+             "visual_patch": (2, 2, 2), "visual_embed_dim": 4,
+             "width": 32, "depth": 2, "heads": 2, "decoder_depth": 1, "decoder_heads": 2},
+}
+
+
+def preset_names() -> list[str]:
+    return list(_PRESETS)
+
+
+def mae_preset(name: str = "paper", **overrides: Any) -> MAEConfig:
+    """A named config: ``paper`` (``depth=6|12|16|20``), ``base``, ``demo`` or ``tiny``.
+
+    Keyword overrides replace any field, e.g. ``mae_preset("paper", depth=12, fusion="caf")``.
+    """
+    if name not in _PRESETS:
+        raise MAEConfigError(f"unknown MAE preset '{name}' (known: {', '.join(_PRESETS)})")
+    if name == "paper" and "depth" in overrides and overrides["depth"] not in PAPER_DEPTHS:
+        pass  # other depths are allowed; the published ones are 6/12/16/20
+    data = {**_PRESETS[name], **overrides}
+    return config_from_dict(MAEConfig, data)
+
+
+# --------------------------------------------------------------------- from a token store
+
+TARGET_PATCH_SECONDS = 0.2
+"""The paper's patches cover 200 ms (5 video frames, 10 audio frames)."""
+
+
+def _closest_divisor(n: int, target: float) -> int:
+    return min(divisors(n), key=lambda d: (abs(math.log(d / max(target, 1e-9))), -d))
+
+
+def auto_patch(frames: int, token_shape: tuple[int, ...], fps: float,
+               spatial_target: tuple[int, ...]) -> tuple[int, ...]:
+    """Patch sizes that divide the grid: ~200 ms in time, the divisor of each token axis
+    closest to ``spatial_target`` (the paper's 4 / 4×4) elsewhere."""
+    t = _closest_divisor(frames, TARGET_PATCH_SECONDS * fps)
+    sp = tuple(_closest_divisor(n, s) for n, s in zip(token_shape, spatial_target))
+    return (t, *sp)
+
+
+def cfg_for_store(provenance: dict[str, dict[str, Any]], preset: str = "paper",
+                  window_seconds: float = 2.0, modalities: tuple[str, ...] | None = None,
+                  auto_patches: bool | None = None, **overrides: Any) -> MAEConfig:
+    """A :class:`MAEConfig` matching a token store.
+
+    ``provenance`` is ``TokenStore.provenance`` (or a TokenStore): per modality
+    ``token_shape``, ``codebook_size``, ``frames_per_second``. Frames per window are
+    ``round(window_seconds × frames_per_second)``. Patch sizes come from the preset (or
+    ``overrides``); ``auto_patches`` (default: on for every preset except ``paper``) replaces
+    preset patch sizes that do not divide the grid by the nearest ones that do. With
+    ``auto_patches=False`` a misfit raises :class:`MAEConfigError` naming the sizes.
+    Embedding sizes default to ``width // indices`` (at least 1); a linear projection
+    bridges ``indices × embed_dim != width``.
+    """
+    prov = getattr(provenance, "provenance", provenance)
+    if modalities is None:
+        modalities = tuple(m for m in MODALITIES if m in prov)
+    modalities = tuple(modalities)
+    missing = [m for m in modalities if m not in prov]
+    if missing:
+        raise MAEConfigError(f"the token store has no {', '.join(missing)} tokens (it has {', '.join(prov)})")
+    base = mae_preset(preset)
+    if auto_patches is None:
+        auto_patches = preset != "paper"
+    data: dict[str, Any] = {**config_to_dict(base), "modalities": list(modalities)}
+    width = overrides.get("width", base.width)
+    for m in modalities:
+        p = prov[m]
+        shape = tuple(int(x) for x in p["token_shape"])
+        fps = float(p["frames_per_second"])
+        frames = int(round(window_seconds * fps))
+        data[f"{m}_token_shape"] = list(shape)
+        data[f"{m}_codebook_size"] = int(p["codebook_size"])
+        data[f"{m}_frames"] = frames
+        data[f"{m}_fps"] = fps
+        patch = tuple(overrides.get(f"{m}_patch", getattr(base, f"{m}_patch")))
+        full = (frames, *shape)
+        fits = len(patch) == len(full) and all(n % q == 0 for n, q in zip(full, patch))
+        if not fits and auto_patches and f"{m}_patch" not in overrides:
+            target = tuple(patch[1:]) if len(patch) == len(full) else (4,) * len(shape)
+            patch = auto_patch(frames, shape, fps, target)
+        data[f"{m}_patch"] = list(patch)
+        if f"{m}_embed_dim" not in overrides and (preset != "paper" or not fits):
+            data[f"{m}_embed_dim"] = max(1, width // max(1, math.prod(patch)))
+    data.update({k: (list(v) if isinstance(v, tuple) else v) for k, v in overrides.items()})
+    return config_from_dict(MAEConfig, data)
