@@ -180,8 +180,8 @@ PAPER_DEPTHS = (6, 12, 16, 20)
 _PRESETS: dict[str, dict[str, Any]] = {
     # the published model (REFERENCE.md); depth 6 / 12 / 16 / 20
     "paper": {},
-    # our default for real datasets: paper tokens, deeper encoder, wider MLP, NT-Xent on
-    "base": {"depth": 12, "mlp_ratio": 4.0, "contrastive": True},
+    # our default for real datasets: paper tokens, deeper encoder, wider MLP
+    "base": {"depth": 12, "mlp_ratio": 4.0},
     # the embedded demo corpus on a 2-core CPU (a few minutes of pretraining)
     "demo": {"width": 128, "depth": 4, "heads": 4, "decoder_depth": 2, "decoder_heads": 4,
              "mlp_ratio": 2.0},
@@ -241,8 +241,8 @@ def cfg_for_store(provenance: dict[str, dict[str, Any]], preset: str = "paper",
     ``overrides``); ``auto_patches`` (default: on for every preset except ``paper``) replaces
     preset patch sizes that do not divide the grid by the nearest ones that do. With
     ``auto_patches=False`` a misfit raises :class:`MAEConfigError` naming the sizes.
-    Embedding sizes default to ``width // indices`` (at least 1); a linear projection
-    bridges ``indices × embed_dim != width``.
+    Per-index embedding sizes stay the preset's (paper: 4 visual, 8 audio); a linear
+    projection bridges ``indices × embed_dim != width``.
     """
     prov = getattr(provenance, "provenance", provenance)
     if modalities is None:
@@ -255,7 +255,6 @@ def cfg_for_store(provenance: dict[str, dict[str, Any]], preset: str = "paper",
     if auto_patches is None:
         auto_patches = preset != "paper"
     data: dict[str, Any] = {**config_to_dict(base), "modalities": list(modalities)}
-    width = overrides.get("width", base.width)
     for m in modalities:
         p = prov[m]
         shape = tuple(int(x) for x in p["token_shape"])
@@ -272,7 +271,5 @@ def cfg_for_store(provenance: dict[str, dict[str, Any]], preset: str = "paper",
             target = tuple(patch[1:]) if len(patch) == len(full) else (4,) * len(shape)
             patch = auto_patch(frames, shape, fps, target)
         data[f"{m}_patch"] = list(patch)
-        if f"{m}_embed_dim" not in overrides and (preset != "paper" or not fits):
-            data[f"{m}_embed_dim"] = max(1, width // max(1, math.prod(patch)))
     data.update({k: (list(v) if isinstance(v, tuple) else v) for k, v in overrides.items()})
     return config_from_dict(MAEConfig, data)

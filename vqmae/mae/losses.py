@@ -4,8 +4,9 @@ The visual output layer of the paper model maps each of the 80 four-dimensional 
 decoder token to 512 logits. The reference code computes them for every index of every
 tube (a 943 MB tensor per batch of 16) although only masked ones enter the loss.
 :func:`masked_code_ce` takes only the masked slices, and on CPU computes the linear layer,
-log-softmax and cross-entropy chunk by chunk in one autograd function (recomputing the
-logits in backward), so no ``(R, codebook)`` tensor is ever materialised.
+softmax, cross-entropy *and its gradients* chunk by chunk in one pass (as fused
+linear-cross-entropy kernels do), so no ``(R, codebook)`` tensor is ever materialised and the
+logits are never recomputed.
 """
 
 from __future__ import annotations
@@ -15,52 +16,61 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-DEFAULT_CHUNK = 2048
+DEFAULT_CHUNK = 512
 
 
-class _ChunkedLinearCE(torch.autograd.Function):
-    """sum_r CE(h_r W^T + b, t_r) and the number of correct argmax predictions."""
+class _FusedLinearCE(torch.autograd.Function):
+    """sum_r CE(h_r W^T + b, t_r) and the number of correct argmax predictions.
+
+    Forward and backward are computed together, chunk by chunk: per chunk of rows,
+    ``logits = [h | 1] @ [W | b]^T`` (bias folded into the product), ``p = softmax(logits)``,
+    ``loss -= log p[t]``, ``p[t] -= 1``, ``dh = p @ W`` and ``d[W | b]^T += [h | 1]^T @ p``.
+    Only ``(R, e)`` and ``(K, e + 1)`` gradients are kept; ``backward`` just scales them.
+    """
 
     @staticmethod
     def forward(ctx, h, weight, bias, target, chunk):  # type: ignore[override]
-        r, k = h.shape[0], weight.shape[0]
-        lse = h.new_empty(r)
+        r, e = h.shape
+        k = weight.shape[0]
+        # layouts chosen for MKL's skinny products (measured): B operands given transposed
+        w_aug_t = torch.cat([weight, bias[:, None]], 1).t().contiguous()   # (e + 1, K)
+        w_t = w_aug_t[:e]                                                  # (e, K) = W^T
+        h_aug = torch.cat([h, h.new_ones(r, 1)], 1)                        # (R, e + 1)
+        need_grad = any(ctx.needs_input_grad[:3])
+        gh = torch.empty_like(h) if need_grad else None
+        gw_aug_t = torch.zeros_like(w_aug_t) if need_grad else None        # d[W | b]^T
         loss = h.new_zeros(())
         correct = torch.zeros((), dtype=torch.long, device=h.device)
-        buf = h.new_empty(min(chunk, max(r, 1)), k)
-        wt = weight.t()
+        n = min(chunk, max(r, 1))
+        logits_buf, p_buf = h.new_empty(n, k), h.new_empty(n, k)
+        rows = torch.arange(n, device=h.device)
         for s in range(0, r, chunk):
-            e = min(r, s + chunk)
-            logits = torch.addmm(bias, h[s:e], wt, out=buf[: e - s])
-            tl = logits.gather(1, target[s:e, None]).squeeze(1)
-            correct += (logits.argmax(1) == target[s:e]).sum()
-            torch.logsumexp(logits, 1, out=lse[s:e])
-            loss += (lse[s:e] - tl).sum()
-        ctx.save_for_backward(h, weight, bias, target, lse)
-        ctx.chunk = chunk
+            end = min(r, s + chunk)
+            c, t, hs = end - s, target[s:end], h_aug[s:end]
+            logits = torch.mm(hs, w_aug_t, out=logits_buf[:c])
+            p = torch.ops.aten._softmax.out(logits, 1, False, out=p_buf[:c])
+            pt = p[rows[:c], t]
+            lt = logits[rows[:c], t]
+            logp = pt.log()
+            tiny = pt < 1e-30  # p_t underflowed: exact log-softmax for those (rare) rows
+            if bool(tiny.any()):
+                logp[tiny] = lt[tiny] - torch.logsumexp(logits[tiny], 1)
+            loss -= logp.sum()
+            correct += (logits.argmax(1) == t).sum()
+            if need_grad:
+                p[rows[:c], t] = pt - 1.0
+                torch.mm(p, w_t.t(), out=gh[s:end])
+                gw_aug_t.addmm_(hs.t(), p)
+        if need_grad:
+            ctx.save_for_backward(gh, gw_aug_t)
         ctx.mark_non_differentiable(correct)
         return loss, correct
 
     @staticmethod
     def backward(ctx, grad_loss, _grad_correct):  # type: ignore[override]
-        h, weight, bias, target, lse = ctx.saved_tensors
-        chunk = ctx.chunk
-        r, k = h.shape[0], weight.shape[0]
-        gh = torch.empty_like(h)
-        gw = torch.zeros_like(weight)
-        gb = torch.zeros_like(bias)
-        buf = h.new_empty(min(chunk, max(r, 1)), k)
-        wt = weight.t()
-        for s in range(0, r, chunk):
-            e = min(r, s + chunk)
-            p = torch.addmm(bias, h[s:e], wt, out=buf[: e - s])
-            p.sub_(lse[s:e, None]).exp_()                     # softmax
-            p.scatter_add_(1, target[s:e, None], p.new_full((e - s, 1), -1.0))  # - onehot
-            p.mul_(grad_loss)
-            torch.mm(p, weight, out=gh[s:e])
-            gw.addmm_(p.t(), h[s:e])
-            gb.add_(p.sum(0))
-        return gh, gw, gb, None, None
+        gh, gw_aug_t = ctx.saved_tensors
+        gw, gb = gw_aug_t[:-1].t() * grad_loss, gw_aug_t[-1] * grad_loss
+        return gh * grad_loss, gw, gb, None, None
 
 
 def masked_code_ce(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, target: torch.Tensor,
@@ -76,7 +86,7 @@ def masked_code_ce(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, ta
     if fused is None:
         fused = h.device.type == "cpu" and h.dtype == torch.float32
     if fused:
-        return _ChunkedLinearCE.apply(h.contiguous(), weight, bias, target.contiguous(), chunk)
+        return _FusedLinearCE.apply(h.contiguous(), weight, bias, target.contiguous(), chunk)
     logits = F.linear(h, weight, bias).float()
     loss = F.cross_entropy(logits, target, reduction="sum")
     correct = (logits.detach().argmax(1) == target).sum()
