@@ -252,6 +252,13 @@ def _set_dotted(cls: type, data: dict, dotted: str, raw: Any) -> None:
             node[part] = raw
             return
         sub_tp, _ = _unwrap_optional(types_[part])
+        if sub_tp is dict or typing.get_origin(sub_tp) is dict:
+            # a free-form mapping: the rest of the dotted path is its (nested) keys
+            current = node.setdefault(part, {})
+            for sub in parts[i + 1:-1]:
+                current = current.setdefault(sub, {})
+            current[parts[-1]] = raw
+            return
         if not _is_dataclass_type(sub_tp):
             raise ConfigError(f"'{prefix}{part}' is not a group of settings; cannot set '{dotted}'")
         current = node.get(part)

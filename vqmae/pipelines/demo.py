@@ -88,6 +88,12 @@ class PipelineConfig:
     finetune_preset: str = "demo"
     modalities: list[str] = field(default_factory=lambda: ["audio", "visual", "av"])
     experiments: list[str] = field(default_factory=lambda: ["finetune", "scratch"])
+    audio_tokenizer: str = ""
+    """Use this trained audio tokenizer folder instead of training one (e.g. from VoxCeleb2)."""
+    visual_tokenizer: str = ""
+    """Use this trained visual tokenizer folder instead of training one."""
+    pretrained: str = ""
+    """Use this pretrained VQ-MAE-AV folder instead of pretraining (fine-tune only)."""
     num_processes: int = 1
     """> 1: training stages run under ``accelerate launch --multi_gpu --num_processes N``."""
     stages: list[str] = field(default_factory=lambda: list(STAGES))
@@ -137,13 +143,20 @@ def stage_commands(cfg: PipelineConfig, run: Path) -> dict[str, list[str]]:
             "--modality", modality, "--manifest", str(d["prepare"]), "--out", str(d[f"tokenizer_{modality}"]),
             "--preset", cfg.tokenizer_preset, f"data.detect_faces={str(detect).lower()}",
             f"train.seed={cfg.seed}"]
+    audio_tok = cfg.audio_tokenizer or str(d["tokenizer_audio"] / "model")
+    visual_tok = cfg.visual_tokenizer or str(d["tokenizer_visual"] / "model")
+    if cfg.audio_tokenizer:
+        del cmds["tokenizer_audio"]
+    if cfg.visual_tokenizer:
+        del cmds["tokenizer_visual"]
     cmds["tokenize"] = ["--manifest", str(d["prepare"]),
-                        "--audio-tokenizer", str(d["tokenizer_audio"] / "model"),
-                        "--visual-tokenizer", str(d["tokenizer_visual"] / "model"),
+                        "--audio-tokenizer", audio_tok, "--visual-tokenizer", visual_tok,
                         "--out", str(d["tokenize"]), f"detect_faces={str(detect).lower()}"]
     cmds["pretrain"] = ["--tokens", str(d["tokenize"]), "--out", str(d["pretrain"]),
                         "--preset", cfg.mae_preset, f"train.seed={cfg.seed}"]
-    cmds["finetune"] = ["--tokens", str(d["tokenize"]), "--init", str(d["pretrain"] / "model"),
+    if cfg.pretrained:
+        del cmds["pretrain"]
+    cmds["finetune"] = ["--tokens", str(d["tokenize"]), "--init", cfg.pretrained or str(d["pretrain"] / "model"),
                         "--folds", str(d["prepare"] / "folds.json"), "--out", str(d["finetune"]),
                         "--preset", cfg.finetune_preset,
                         f"modalities=[{','.join(cfg.modalities)}]",
@@ -209,8 +222,10 @@ def run(cfg: PipelineConfig) -> int:
         prev = state.get(stage, {})
         done = prev.get("status") == "done" and prev.get("key") == key and i < redo_from and not cfg.fresh
         if stage not in cfg.stages:
-            if not done and stage != "report":
-                raise UserError(f"stage '{stage}' is not done yet; include it in stages=")
+            needed_later = any(s in cfg.stages for s in order[i + 1:])
+            if needed_later and not done and stage != "report":
+                raise UserError(f"stage '{stage}' is not done yet but later stages need it; "
+                                f"add it to stages=")
             continue
         if done:
             log.info("[%s] done earlier (%.0f s); skipping — --fresh or redo=[%s] to run it again",
