@@ -39,28 +39,30 @@ class _FusedLinearCE(torch.autograd.Function):
         need_grad = any(ctx.needs_input_grad[:3])
         gh = torch.empty_like(h) if need_grad else None
         gw_aug_t = torch.zeros_like(w_aug_t) if need_grad else None        # d[W | b]^T
-        loss = h.new_zeros(())
-        correct = torch.zeros((), dtype=torch.long, device=h.device)
         n = min(chunk, max(r, 1))
         logits_buf, p_buf = h.new_empty(n, k), h.new_empty(n, k)
-        rows = torch.arange(n, device=h.device)
-        for s in range(0, r, chunk):
+        p_t = h.new_empty(r, 1)                                            # softmax at the target
+        best = torch.empty(r, dtype=torch.long, device=h.device)           # argmax
+        minus_one = h.new_full((n, 1), -1.0)
+        t2 = target[:, None]
+        for s in range(0, r, chunk):  # few, large ops per chunk (no per-row Python work)
             end = min(r, s + chunk)
-            c, t, hs = end - s, target[s:end], h_aug[s:end]
+            c, t, hs = end - s, t2[s:end], h_aug[s:end]
             logits = torch.mm(hs, w_aug_t, out=logits_buf[:c])
+            torch.argmax(logits, 1, out=best[s:end])
             p = torch.ops.aten._softmax.out(logits, 1, False, out=p_buf[:c])
-            pt = p[rows[:c], t]
-            lt = logits[rows[:c], t]
-            logp = pt.log()
-            tiny = pt < 1e-30  # p_t underflowed: exact log-softmax for those (rare) rows
-            if bool(tiny.any()):
-                logp[tiny] = lt[tiny] - torch.logsumexp(logits[tiny], 1)
-            loss -= logp.sum()
-            correct += (logits.argmax(1) == t).sum()
+            torch.gather(p, 1, t, out=p_t[s:end])
             if need_grad:
-                p[rows[:c], t] = pt - 1.0
+                p.scatter_add_(1, t, minus_one[:c])                        # p - onehot
                 torch.mm(p, w_t.t(), out=gh[s:end])
                 gw_aug_t.addmm_(hs.t(), p)
+        logp = p_t.squeeze(1).log()
+        tiny = (p_t.squeeze(1) < 1e-30).nonzero().squeeze(1)               # underflow: exact log-softmax
+        if tiny.numel():
+            lg = h_aug[tiny] @ w_aug_t
+            logp[tiny] = lg.gather(1, target[tiny, None]).squeeze(1) - torch.logsumexp(lg, 1)
+        loss = -logp.sum()
+        correct = (best == target).sum()
         if need_grad:
             ctx.save_for_backward(gh, gw_aug_t)
         ctx.mark_non_differentiable(correct)
@@ -133,7 +135,8 @@ def mae_loss(out: dict[str, torch.Tensor], cfg: LossConfig, modalities: tuple[st
         term = getattr(cfg, f"{m}_weight") * ce
         total = term if total is None else total + term
         metrics[f"loss_{m}"] = float(ce.detach())
-        metrics[f"acc_{m}"] = float(out[f"correct_{m}"]) / float(count)
+        if f"correct_{m}" in out:
+            metrics[f"acc_{m}"] = float(out[f"correct_{m}"]) / float(count)
     if cfg.contrastive_weight > 0 and "pooled_audio" in out and "pooled_visual" in out:
         c = nt_xent(out["pooled_audio"], out["pooled_visual"], cfg.temperature)
         total = total + cfg.contrastive_weight * c
