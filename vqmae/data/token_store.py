@@ -1,4 +1,4 @@
-"""The token store: tokens of a whole dataset on disk, read by memory map (spec: docs/DATA_tokens.md).
+"""The token store: tokens of a whole dataset on disk, read by memory map (spec: docs/DATA.md, "Token store format").
 
 Layout of a store folder (format version 1)::
 
