@@ -135,3 +135,26 @@ def init_weights(module: nn.Module) -> None:
         elif isinstance(m, nn.LayerNorm):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+
+
+def sincos_pos_embed(grid: tuple[int, ...], width: int, temperature: float = 10000.0) -> torch.Tensor:
+    """Factorised sine-cosine position codes of a patch grid ``(T, *S)``: ``(prod(grid), width)``.
+
+    Each axis gets an even share of the channels (sin and cos of ``pos / temperature^(2i/d)``),
+    concatenated in axis order; leftover channels are zero. Rows follow the patch order
+    (time-major, as :func:`vqmae.mae.patching.patchify`).
+    """
+    n_axes = len(grid)
+    d = 2 * (width // (2 * n_axes))
+    if d == 0:
+        return torch.zeros(int(torch.tensor(grid).prod()), width)
+    freqs = 1.0 / temperature ** (torch.arange(0, d, 2, dtype=torch.float64) / d)      # (d/2,)
+    coords = torch.meshgrid(*[torch.arange(n, dtype=torch.float64) for n in grid], indexing="ij")
+    parts = []
+    for c in coords:
+        ang = c.reshape(-1, 1) * freqs[None]
+        parts += [ang.sin(), ang.cos()]
+    emb = torch.cat(parts, 1)
+    if emb.shape[1] < width:
+        emb = torch.cat([emb, emb.new_zeros(emb.shape[0], width - emb.shape[1])], 1)
+    return emb.float()

@@ -42,18 +42,20 @@ class _FusedLinearCE(torch.autograd.Function):
         n = min(chunk, max(r, 1))
         logits_buf, p_buf = h.new_empty(n, k), h.new_empty(n, k)
         p_t = h.new_empty(r, 1)                                            # softmax at the target
-        best = torch.empty(r, dtype=torch.long, device=h.device)           # argmax
+        best_other = h.new_empty(r, 1)                                     # max softmax of other codes
         minus_one = h.new_full((n, 1), -1.0)
         t2 = target[:, None]
         for s in range(0, r, chunk):  # few, large ops per chunk (no per-row Python work)
             end = min(r, s + chunk)
             c, t, hs = end - s, t2[s:end], h_aug[s:end]
             logits = torch.mm(hs, w_aug_t, out=logits_buf[:c])
-            torch.argmax(logits, 1, out=best[s:end])
             p = torch.ops.aten._softmax.out(logits, 1, False, out=p_buf[:c])
             torch.gather(p, 1, t, out=p_t[s:end])
+            p.scatter_add_(1, t, minus_one[:c])                            # p - onehot
+            # p[t] - 1 < 0 <= the others: amax is the best other code (much cheaper than argmax);
+            # correct only when the target beats every other code strictly (ties count as wrong)
+            torch.amax(p, 1, keepdim=True, out=best_other[s:end])
             if need_grad:
-                p.scatter_add_(1, t, minus_one[:c])                        # p - onehot
                 torch.mm(p, w_t.t(), out=gh[s:end])
                 gw_aug_t.addmm_(hs.t(), p)
         logp = p_t.squeeze(1).log()
@@ -62,7 +64,7 @@ class _FusedLinearCE(torch.autograd.Function):
             lg = h_aug[tiny] @ w_aug_t
             logp[tiny] = lg.gather(1, target[tiny, None]).squeeze(1) - torch.logsumexp(lg, 1)
         loss = -logp.sum()
-        correct = (best == target).sum()
+        correct = (p_t > best_other).sum()
         if need_grad:
             ctx.save_for_backward(gh, gw_aug_t)
         ctx.mark_non_differentiable(correct)

@@ -1,0 +1,93 @@
+"""``vqmae predict``: straight from media files to class probabilities (and arousal/valence)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from media_fixtures import write_clip  # noqa: E402
+
+from vqmae.data.token_writer import tokenizer_provenance  # noqa: E402
+from vqmae.mae import cfg_for_store  # noqa: E402
+from vqmae.mae.classifier import ClassifierConfig, EmotionClassifier  # noqa: E402
+from vqmae.pipelines import predict as predict_stage  # noqa: E402
+from vqmae.tokenizers import AudioVQVAE, VisualVQVAE, audio_preset, visual_preset  # noqa: E402
+
+CLASSES = ["neutral", "happy", "angry"]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    """A fine-tuned-model folder as ``vqmae finetune`` writes it, on tiny tokenizers (random weights)."""
+    root = tmp_path_factory.mktemp("predict")
+    torch.manual_seed(0)
+    toks = {"audio": AudioVQVAE(audio_preset("tiny")), "visual": VisualVQVAE(visual_preset("tiny"))}
+    prov = {}
+    for m, tok in toks.items():
+        tok.save_pretrained(root / f"tok_{m}")
+        prov[m] = tokenizer_provenance(tok.eval(), root / f"tok_{m}")
+    enc = cfg_for_store(prov, preset="tiny", window_seconds=0.4)
+    info = {
+        "task": {"kind": "both", "classes": CLASSES, "target_names": ["arousal", "valence"]},
+        "tokenizers": {m: {"dir": p["tokenizer_dir"], "fingerprint": p["fingerprint"],
+                           "frames_per_second": p["frames_per_second"]} for m, p in prov.items()},
+        "clip_config": {"modalities": ["audio", "visual"], "sample_rate": 16000, "fps": 25.0,
+                        "peak_normalize": True, "detect_faces": False, "face_size": 96, "backend": "auto"},
+    }
+    for k in range(2):  # an experiment folder with two fold models
+        model = EmotionClassifier(ClassifierConfig(encoder=enc, num_classes=3, num_targets=2, classes=CLASSES))
+        model.info = {**info, "fold": {"index": k, "train": [], "val": [], "test": []}}
+        model.save_pretrained(root / "exp" / f"fold_{k}" / "model")
+    return root / "exp"
+
+
+def test_predict_mp4_probabilities_sum_to_one(model_dir, tmp_path):
+    clips = [write_clip(tmp_path / "a.mp4", seconds=1.0, seed=1),
+             write_clip(tmp_path / "b.mp4", seconds=0.3, seed=2)]  # shorter than one window
+    out = tmp_path / "pred.json"
+    rc = predict_stage.main(["--model", str(model_dir / "fold_0" / "model"), str(clips[0]), str(clips[1]),
+                             str(tmp_path / "missing.mp4"), "--out", str(out)])
+    assert rc == 0
+    res = json.loads(out.read_text())
+    assert res["classes"] == CLASSES and len(res["predictions"]) == 2
+    for p in res["predictions"]:
+        assert set(p["probabilities"]) == set(CLASSES)
+        assert sum(p["probabilities"].values()) == pytest.approx(1.0, abs=1e-6)
+        assert p["label"] == max(p["probabilities"], key=p["probabilities"].get)
+        assert isinstance(p["arousal"], float) and isinstance(p["valence"], float)
+    assert res["predictions"][0]["windows"] == 3  # 1 s in 0.4-s windows: 0, 0.4, and one ending at 1 s
+    assert res["errors"] == [{"file": str(tmp_path / "missing.mp4"), "error": "file not found"}]
+
+
+def test_predict_averages_fold_models_and_reports_bad_files(model_dir, tmp_path, capsys):
+    clip = write_clip(tmp_path / "c.mp4", seconds=0.8, seed=3)
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video")
+    assert predict_stage.main([f"--model={model_dir}", str(clip), str(bad)]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["num_models"] == 2 and len(res["predictions"]) == 1
+    assert sum(res["predictions"][0]["probabilities"].values()) == pytest.approx(1.0, abs=1e-6)
+    assert res["errors"][0]["file"] == str(bad)
+    # one fold model alone gives other probabilities than the average of two
+    single = predict_stage.predict_files(predict_stage._load_models(str(model_dir / "fold_1" / "model")),
+                                         [str(clip)], predict_stage.PredictConfig())
+    assert single["predictions"][0]["probabilities"] != res["predictions"][0]["probabilities"]
+
+
+def test_predict_refuses_another_tokenizer(model_dir, tmp_path):
+    other = tmp_path / "other_tok"
+    torch.manual_seed(5)
+    AudioVQVAE(audio_preset("tiny")).save_pretrained(other)
+    clip = write_clip(tmp_path / "d.mp4", seconds=0.5)
+    assert predict_stage.main([f"--model={model_dir / 'fold_0' / 'model'}", f"audio_tokenizer={other}",
+                               str(clip)]) == 2
+
+
+def test_split_files():
+    settings, files = predict_stage.split_files(["--model", "m", "x.mp4", "batch_size=4", "--out=o.json", "y.avi"])
+    assert settings == ["--model", "m", "batch_size=4", "--out=o.json"] and files == ["x.mp4", "y.avi"]

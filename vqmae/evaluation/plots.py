@@ -1,0 +1,124 @@
+"""Result plots (matplotlib, Agg backend, written atomically as PNG): confusion matrices,
+label-efficiency curves and noise-robustness curves."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vqmae.io import atomic_path
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: str | Path) -> Path:
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    _plt().close(fig)
+    return path
+
+
+def plot_confusion(cm: np.ndarray | Sequence[Sequence[int]], classes: Sequence[str], path: str | Path,
+                   title: str = "") -> Path:
+    """Row-normalised confusion matrix (recall per true class) with the counts written in cells."""
+    plt = _plt()
+    cm = np.asarray(cm, dtype=np.int64)
+    n = cm.shape[0]
+    names = list(classes) if len(classes) == n else [str(i) for i in range(n)]
+    support = cm.sum(axis=1, keepdims=True)
+    norm = np.divide(cm, np.maximum(support, 1), dtype=np.float64)
+    size = max(4.0, 0.6 * n + 2)
+    fig, ax = plt.subplots(figsize=(size, size * 0.9))
+    im = ax.imshow(norm, vmin=0, vmax=1, cmap="Blues")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="recall")
+    ax.set_xticks(range(n), names, rotation=45, ha="right")
+    ax.set_yticks(range(n), names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, f"{cm[i, j]}", ha="center", va="center", fontsize=8,
+                    color="white" if norm[i, j] > 0.5 else "black")
+    total = cm.sum()
+    acc = np.trace(cm) / total if total else float("nan")
+    ax.set_title(f"{title}  (WAR {acc * 100:.1f} %, n = {total})".strip())
+    return _save(fig, path)
+
+
+def _metric_label(metric: str) -> tuple[str, float]:
+    from vqmae.evaluation.results import METRIC_TITLES
+
+    title, pct = METRIC_TITLES.get(metric, (metric, False))
+    return (f"{title} (%)", 100.0) if pct else (title, 1.0)
+
+
+def plot_label_efficiency(rows: Sequence[Mapping[str, Any]], path: str | Path, metric: str = "uar",
+                          chance: float | None = None) -> Path:
+    """x = fraction of training labels (log scale), y = test metric mean ± std, one line per
+    experiment. ``rows``: ``{"experiment", "fraction", "summary": {metric: {"mean", "std"}}}``."""
+    plt = _plt()
+    label, scale = _metric_label(metric)
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for exp in dict.fromkeys(r["experiment"] for r in rows):
+        pts = sorted((float(r["fraction"]), r["summary"].get(metric, {})) for r in rows
+                     if r["experiment"] == exp)
+        x = [p[0] * 100 for p in pts]
+        y = np.array([_num(s.get("mean")) for _, s in pts]) * scale
+        e = np.array([_num(s.get("std"), 0.0) for _, s in pts]) * scale
+        ax.errorbar(x, y, yerr=e, marker="o", capsize=3, label=exp)
+    if chance is not None:
+        ax.axhline(chance * scale, color="grey", ls=":", lw=1, label="chance")
+    ax.set_xscale("log")
+    ax.set_xlabel("training labels used (%)")
+    ax.set_ylabel(f"test {label}")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title("Label efficiency")
+    return _save(fig, path)
+
+
+def plot_noise(rows: Sequence[Mapping[str, Any]], path: str | Path, metric: str = "uar",
+               chance: float | None = None) -> Path:
+    """x = SNR in dB (clean at the right), y = test metric; one line per (experiment, noise type).
+    ``rows``: ``{"experiment", "noise" ("clean"|"white"|"babble"), "snr_db", "summary"}``."""
+    plt = _plt()
+    label, scale = _metric_label(metric)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    snrs = sorted({float(r["snr_db"]) for r in rows if r["noise"] != "clean"})
+    clean_x = (max(snrs) + 10) if snrs else 0.0
+    for exp in dict.fromkeys(r["experiment"] for r in rows):
+        clean = [r for r in rows if r["experiment"] == exp and r["noise"] == "clean"]
+        for noise in dict.fromkeys(r["noise"] for r in rows if r["noise"] != "clean"):
+            pts = sorted((float(r["snr_db"]), r["summary"].get(metric, {})) for r in rows
+                         if r["experiment"] == exp and r["noise"] == noise)
+            if clean:
+                pts.append((clean_x, clean[0]["summary"].get(metric, {})))
+            x = [p[0] for p in pts]
+            y = np.array([_num(s.get("mean")) for _, s in pts]) * scale
+            e = np.array([_num(s.get("std"), 0.0) for _, s in pts]) * scale
+            ax.errorbar(x, y, yerr=e, marker="o", capsize=3, label=f"{exp} · {noise}")
+    if chance is not None:
+        ax.axhline(chance * scale, color="grey", ls=":", lw=1, label="chance")
+    ticks = snrs + ([clean_x] if snrs else [])
+    ax.set_xticks(ticks, [f"{s:g}" for s in snrs] + (["clean"] if snrs else []))
+    ax.set_xlabel("SNR (dB)")
+    ax.set_ylabel(f"test {label}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title("Noise robustness (audio)")
+    return _save(fig, path)
+
+
+def _num(v: Any, default: float = float("nan")) -> float:
+    return default if v is None else float(v)
