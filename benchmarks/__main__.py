@@ -64,6 +64,20 @@ def last_json_object(text: str) -> dict | None:
         return None
 
 
+def _accepted(path: Path, args: list[str]) -> list[str]:
+    """The extra ``--option [value]`` pairs this script declares (e.g. only some take --device)."""
+    text = path.read_text()
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        opt = args[i]
+        has_value = i + 1 < len(args) and not args[i + 1].startswith("--")
+        if f'"{opt.split("=")[0]}"' in text:
+            out += args[i:i + 1 + has_value]
+        i += 1 + has_value
+    return out
+
+
 def discover() -> dict[str, Path]:
     return {p.stem.removeprefix("bench_"): p for p in sorted(HERE.glob("bench_*.py"))}
 
@@ -95,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[benchmarks] {name} ...", file=sys.stderr, flush=True)
         t0 = time.time()
         try:
-            proc = subprocess.run([sys.executable, str(path), *ns.args], capture_output=True, text=True,
+            proc = subprocess.run([sys.executable, str(path), *_accepted(path, ns.args)], capture_output=True, text=True,
                                   timeout=ns.timeout, cwd=HERE.parent)
             obj = last_json_object(proc.stdout)
             entry = {"wall_s": round(time.time() - t0, 1), "returncode": proc.returncode}
