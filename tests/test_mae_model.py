@@ -227,3 +227,20 @@ def test_cfg_for_store_other_tokenizers():
     a_only = cfg_for_store(prov, preset="demo", modalities=("audio",))
     assert a_only.modalities == ("audio",)
     VQMAEAV(cfg)  # builds
+
+
+@pytest.mark.parametrize("fusion", ["saf", "caf"])
+def test_bf16_autocast_path_runs(fusion):
+    """The GPU path (bf16 autocast, unfused loss) exercised on CPU."""
+    cfg = mae_preset("tiny", fusion=fusion, contrastive=True)
+    model = VQMAEAV(cfg)
+    x = tokens(cfg)
+    masks = make_masks(model.mask_grids(), 3, MaskingConfig(), gen())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x, masks)
+        loss, metrics = mae_loss(out, LossConfig(contrastive_weight=0.5), cfg.modalities)
+    loss.backward()
+    assert torch.isfinite(loss) and loss.dtype == torch.float32
+    assert all(p.grad is not None for p in model.parameters())
+    ref, _ = mae_loss(model(x, masks), LossConfig(contrastive_weight=0.5), cfg.modalities)
+    assert abs(loss.item() - ref.item()) < 0.1 * ref.item()

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-DEFAULT_CHUNK = 512
+DEFAULT_CHUNK = 1024
 
 
 class _FusedLinearCE(torch.autograd.Function):
