@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -21,12 +22,20 @@ from vqmae.tokenizers import AudioVQVAE, VisualVQVAE, audio_preset, visual_prese
 CLASSES = ["neutral", "happy", "angry"]
 
 
+def tiny_tokenizers() -> dict[str, torch.nn.Module]:
+    """Untrained tiny tokenizers whose codebooks are fixed (no k-means init on first use)."""
+    a, v = audio_preset("tiny"), visual_preset("tiny")
+    a.quantizer = dataclasses.replace(a.quantizer, kmeans_init=False)
+    v.quantizer = dataclasses.replace(v.quantizer, kmeans_init=False)
+    return {"audio": AudioVQVAE(a).eval(), "visual": VisualVQVAE(v).eval()}
+
+
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
     """A fine-tuned-model folder as ``vqmae finetune`` writes it, on tiny tokenizers (random weights)."""
     root = tmp_path_factory.mktemp("predict")
     torch.manual_seed(0)
-    toks = {"audio": AudioVQVAE(audio_preset("tiny")), "visual": VisualVQVAE(visual_preset("tiny"))}
+    toks = tiny_tokenizers()
     prov = {}
     for m, tok in toks.items():
         tok.save_pretrained(root / f"tok_{m}")
@@ -82,7 +91,7 @@ def test_predict_averages_fold_models_and_reports_bad_files(model_dir, tmp_path,
 def test_predict_refuses_another_tokenizer(model_dir, tmp_path):
     other = tmp_path / "other_tok"
     torch.manual_seed(5)
-    AudioVQVAE(audio_preset("tiny")).save_pretrained(other)
+    tiny_tokenizers()["audio"].save_pretrained(other)
     clip = write_clip(tmp_path / "d.mp4", seconds=0.5)
     assert predict_stage.main([f"--model={model_dir / 'fold_0' / 'model'}", f"audio_tokenizer={other}",
                                str(clip)]) == 2
@@ -91,3 +100,40 @@ def test_predict_refuses_another_tokenizer(model_dir, tmp_path):
 def test_split_files():
     settings, files = predict_stage.split_files(["--model", "m", "x.mp4", "batch_size=4", "--out=o.json", "y.avi"])
     assert settings == ["--model", "m", "batch_size=4", "--out=o.json"] and files == ["x.mp4", "y.avi"]
+
+
+@pytest.mark.slow
+def test_media_to_prediction_end_to_end(tmp_path):
+    """Synthetic tiny corpus → tiny tokenizers → token store → finetune (from scratch) with noise
+    robustness → evaluate → predict on one of the corpus' mp4 files."""
+    from vqmae.pipelines import evaluate as evaluate_stage
+    from vqmae.pipelines import finetune as finetune_stage
+    from vqmae.pipelines import prepare as prepare_stage
+    from vqmae.pipelines import synth as synth_stage
+    from vqmae.pipelines import tokenize as tokenize_stage
+
+    assert synth_stage.main(["--preset", "tiny", "--out", str(tmp_path / "corpus")]) == 0
+    assert prepare_stage.main(["--dataset", "synthetic", "--root", str(tmp_path / "corpus"), "--out",
+                               str(tmp_path / "prep"), "--k", "3", "detect_faces=false"]) == 0
+    torch.manual_seed(0)
+    toks = tiny_tokenizers()
+    toks["audio"].save_pretrained(tmp_path / "tok_a")
+    toks["visual"].save_pretrained(tmp_path / "tok_v")
+    assert tokenize_stage.main(["--manifest", str(tmp_path / "prep"), "--audio-tokenizer", str(tmp_path / "tok_a"),
+                                "--visual-tokenizer", str(tmp_path / "tok_v"), "--out", str(tmp_path / "tokens"),
+                                "detect_faces=false", "progress=false", "num_workers=0"]) == 0
+    out = tmp_path / "ft"
+    assert finetune_stage.main([f"--tokens={tmp_path / 'tokens'}", "--init=none", "arch=tiny",
+                                f"--folds={tmp_path / 'prep' / 'folds.json'}", f"--out={out}", "modalities=av",
+                                "train.epochs=1", "train.batch_size=2", "max_folds=1",
+                                "noise=white,babble", "snr_db=10"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["noise"]["clean_retokenized_agreement"] > 0.99  # the decode path is the store's
+    assert {(r["noise"], r["snr_db"]) for r in res["noise"]["rows"]} >= {("white", 10.0), ("babble", 10.0)}
+    assert evaluate_stage.main([f"--model={out / 'scratch-av'}", f"--out={tmp_path / 'ev'}"]) == 0
+    mp4 = sorted((tmp_path / "corpus").rglob("*.mp4"))[0]
+    pred = tmp_path / "pred.json"
+    assert predict_stage.main([f"--model={out / 'scratch-av' / 'fold_0' / 'model'}", str(mp4), f"--out={pred}"]) == 0
+    p = json.loads(pred.read_text())["predictions"][0]
+    assert sum(p["probabilities"].values()) == pytest.approx(1.0, abs=1e-6)
+    assert "arousal" in p and "valence" in p

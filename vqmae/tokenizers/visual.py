@@ -77,12 +77,13 @@ VISUAL_PRESETS: dict[str, dict[str, Any]] = {
         norm="none", act="relu", loss="smooth_l1",
         quantizer=QuantizerConfig(codebook_size=512, decay=0.99, commitment_weight=0.25),
     ),
-    # Ours: the paper's 96×96 → 24×24 grid with k-means init and dead-code replacement
-    # (keeps the codebook in use), chosen by measured held-out PSNR/SSIM (docs/TOKENIZERS.md).
+    # Ours: the paper's 96×96 → 24×24 stack with k-means init, EMA 0.95 and dead-code
+    # replacement (twice the code perplexity, +0.7 dB held-out PSNR at equal steps;
+    # docs/TOKENIZERS.md).
     "base": dict(
         image_size=96, hidden=128, residual_layers=2, residual_hidden=64, embedding_dim=4,
         norm="none", act="relu", loss="smooth_l1",
-        quantizer=QuantizerConfig(codebook_size=512, decay=0.99, commitment_weight=0.25,
+        quantizer=QuantizerConfig(codebook_size=512, decay=0.95, commitment_weight=0.25,
                                   kmeans_init=True, threshold_ema_dead_code=2.0),
     ),
     # Sized for the CPU demo: 64×64 faces -> 16×16 codes, channels 16/32 (39 k parameters),
