@@ -21,6 +21,7 @@ Outputs in ``--out``:
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -110,6 +111,10 @@ class TrainTokenizerConfig:
     examples: int = 3
     """Held-out clips drawn as PNGs (and written as WAV for audio)."""
     griffin_lim_iters: int = 32
+    threads: int = 0
+    """torch threads per process on CPU; 0 = CPUs per process − 1 (at least 1). More threads than
+    free cores makes OpenMP spin: on the shared 2-core machine 2 threads trained 3.5× slower
+    than 1 (docs/TOKENIZERS.md)."""
 
 
 def preset_base(modality: str, preset: str) -> dict[str, Any]:
@@ -258,6 +263,9 @@ def run(cfg: TrainTokenizerConfig) -> dict[str, Any]:
     t0 = time.time()
 
     acc = make_accelerator(cfg.train.mixed_precision, cfg.train.grad_accum)
+    if acc.device.type == "cpu":
+        per_process = max(1, (os.cpu_count() or 1) // acc.num_processes)
+        torch.set_num_threads(cfg.threads or max(1, per_process - 1))
     run_ = Run(out, cfg, is_main=acc.is_main_process, tensorboard=cfg.train.tensorboard)
     try:
         seed_everything(cfg.train.seed)
@@ -268,8 +276,9 @@ def run(cfg: TrainTokenizerConfig) -> dict[str, Any]:
         train_recs = evenly(train_recs, cfg.data.max_clips)
         val_recs = evenly(val_recs, cfg.data.max_val_clips)
         run_.info("train-tokenizer %s (preset %s): %d training clips, %d held-out clips of %d "
-                  "speakers; %s parameters", modality, cfg.preset, len(train_recs), len(val_recs),
-                  len({r.speaker for r in val_recs}), f"{sum(p.numel() for p in model.parameters()):,}")
+                  "speakers; %s parameters; %d torch thread(s)", modality, cfg.preset, len(train_recs),
+                  len(val_recs), len({r.speaker for r in val_recs}),
+                  f"{sum(p.numel() for p in model.parameters()):,}", torch.get_num_threads())
         train_frames = load_frames(manifest, train_recs, model, cfg.data)
         val_frames = load_frames(manifest, val_recs, model, cfg.data, keep_waves=modality == "audio")
         t_load = time.time() - t0
@@ -416,6 +425,8 @@ def _finish(cfg: TrainTokenizerConfig, model: Tokenizer, train_frames: FrameSet,
 
 DESCRIPTION = """Train the audio or visual VQ-VAE tokenizer (stage one) on a manifest.
 Presets: paper (the published stacks), base (ours), demo (CPU demo size), tiny (tests).
+--preset sets the audio.*, visual.*, train.* and data.* values (the defaults listed below are
+the classes' own; the preset's are in docs/TOKENIZERS.md and the run's config.yaml).
 Writes OUT/model (load_tokenizer), OUT/quality.json, OUT/plots/*.png, OUT/examples/*.wav."""
 
 
