@@ -244,3 +244,24 @@ def test_bf16_autocast_path_runs(fusion):
     assert all(p.grad is not None for p in model.parameters())
     ref, _ = mae_loss(model(x, masks), LossConfig(contrastive_weight=0.5), cfg.modalities)
     assert abs(loss.item() - ref.item()) < 0.1 * ref.item()
+
+
+def test_sincos_position_start_encodes_the_patch_grid():
+    cfg = mae_preset("tiny", pos_init="sincos")
+    model = VQMAEAV(cfg)
+    for m, spec in cfg.specs.items():
+        for table in (model.encoder.pos_embed[m], model.decoder.pos_embed[m]):
+            t = table[0].detach()
+            assert t.shape == (spec.num_patches, cfg.width)
+            assert t.abs().max() <= 1.0 + 1e-6
+            # every patch's most similar other patch is a grid neighbour (one step on one axis)
+            sim = torch.nn.functional.normalize(t, dim=1) @ torch.nn.functional.normalize(t, dim=1).T
+            sim.fill_diagonal_(-2)
+            coords = torch.stack(torch.meshgrid(*[torch.arange(n) for n in spec.grid], indexing="ij"), -1)
+            coords = coords.reshape(-1, len(spec.grid))
+            nearest = coords[sim.argmax(1)]
+            assert ((nearest - coords).abs().sum(1) == 1).all(), m
+    # the paper keeps random starts, different in encoder and decoder
+    paper = VQMAEAV(mae_preset("tiny"))
+    assert not torch.allclose(paper.encoder.pos_embed["audio"], paper.decoder.pos_embed["audio"])
+    assert mae_preset("paper").pos_init == "random" and mae_preset("demo").pos_init == "sincos"

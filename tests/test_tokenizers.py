@@ -350,3 +350,22 @@ def test_preset_overrides_and_unknown_presets():
     with pytest.raises(ValueError, match="n_fft"):
         audio_preset("paper", n_fft=1000)
     assert set(AUDIO_PRESETS) == set(VISUAL_PRESETS) >= {"paper", "base", "demo", "tiny"}
+
+
+@pytest.mark.parametrize("modality", ["audio", "visual"])
+def test_encoding_an_untrained_kmeans_tokenizer_leaves_it_unchanged(modality):
+    from vqmae.tokenizers import build_tokenizer, tokenizer_preset
+
+    torch.manual_seed(0)
+    tok = build_tokenizer(modality, tokenizer_preset(modality, "tiny")).eval()
+    assert tok.config.quantizer.kmeans_init
+    before = tok.fingerprint()
+    media = torch.randn(8000) if modality == "audio" else torch.randint(0, 255, (6, 16, 16, 3), dtype=torch.uint8)
+    x = tok.prepare(media)
+    first = tok.encode(x)
+    assert tok.fingerprint() == before  # eval mode never runs the k-means init
+    assert torch.equal(tok.encode(x), first)
+    codebook = tok.quantizer.codebook.clone()
+    tok.train()  # training still initialises the codebook by k-means on the first batch
+    tok.quantizer(torch.randn(2, 64, tok.quantizer.dim))
+    assert not torch.equal(tok.quantizer.codebook, codebook)

@@ -90,6 +90,10 @@ class Run:
         if self.is_main:
             log.info(msg, *args)
 
+    def warning(self, msg: str, *args: Any) -> None:
+        if self.is_main:
+            log.warning(msg, *args)
+
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()

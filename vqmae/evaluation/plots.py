@@ -80,6 +80,9 @@ def plot_label_efficiency(rows: Sequence[Mapping[str, Any]], path: str | Path, m
     if chance is not None:
         ax.axhline(chance * scale, color="grey", ls=":", lw=1, label="chance")
     ax.set_xscale("log")
+    fracs = sorted({float(r["fraction"]) * 100 for r in rows})
+    ax.set_xticks(fracs, [f"{f:g}" for f in fracs])
+    ax.minorticks_off()
     ax.set_xlabel("training labels used (%)")
     ax.set_ylabel(f"test {label}")
     ax.grid(alpha=0.3)
@@ -115,7 +118,7 @@ def plot_noise(rows: Sequence[Mapping[str, Any]], path: str | Path, metric: str 
     ax.set_xlabel("SNR (dB)")
     ax.set_ylabel(f"test {label}")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.set_title("Noise robustness (audio)")
     return _save(fig, path)
 

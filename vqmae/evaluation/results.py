@@ -92,7 +92,7 @@ def metrics_for_task(task: str) -> tuple[str, ...]:
     return CLASSIFICATION_METRICS
 
 
-def _fold_rows(folds: Sequence[Mapping[str, Any]], metrics: Sequence[str]) -> list[list[Any]]:
+def _fold_rows(folds: Sequence[Mapping[str, Any]], metrics: Sequence[str], val_metric: str) -> list[list[Any]]:
     rows = []
     for f in folds:
         test = f.get("test", {})
@@ -103,7 +103,7 @@ def _fold_rows(folds: Sequence[Mapping[str, Any]], metrics: Sequence[str]) -> li
             f.get("n_test", ""),
             "–" if f.get("best_epoch") is None else f["best_epoch"],
             *[fmt_metric(m, test.get(m, float("nan"))) for m in metrics],
-            *[fmt_metric(m, val.get(m, float("nan"))) for m in metrics[:1]],
+            fmt_metric(val_metric, val.get(val_metric, float("nan"))),
         ])
     return rows
 
@@ -112,6 +112,7 @@ def results_markdown(results: Mapping[str, Any]) -> str:
     """The human report of a ``results.json`` dict: main table, per-fold tables, extras."""
     task = results.get("task", "classify")
     metrics = metrics_for_task(task)
+    val_metric = "ccc" if task == "regress" else "uar"  # what the epoch was selected on
     exps: Mapping[str, Any] = results.get("experiments", {})
     out = ["# Fine-tuning results", ""]
     store = results.get("store", {})
@@ -144,7 +145,7 @@ def results_markdown(results: Mapping[str, Any]) -> str:
             out += [f"### {name}: per fold", ""]
             out.append(md_table(["fold", "test speakers", "test clips", "selected epoch",
                                  *[f"test {metric_title(m)}" for m in metrics],
-                                 f"val {metric_title(metrics[0])}"], _fold_rows(folds, metrics)))
+                                 f"val {metric_title(val_metric)}"], _fold_rows(folds, metrics, val_metric)))
             if e.get("confusion_png"):
                 out += ["", f"![confusion matrix of {name}]({e['confusion_png']})"]
             out.append("")

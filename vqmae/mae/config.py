@@ -64,6 +64,10 @@ class MAEConfig:
     decoder_heads: int = 4
     decoder_fusion: Literal["saf", "caf"] = "saf"
     drop_path: float = 0.0
+    pos_init: Literal["random", "sincos"] = "random"
+    """Start of the learned positional embeddings: random (paper, truncated normal 0.02) or
+    factorised sine-cosine codes of the patch grid (time × token axes), which give a new model
+    the grid's neighbourhoods from the first step (still trained)."""
     contrastive: bool = False
     """Add attention-pooling heads (one learned query per modality) for the NT-Xent term."""
 
@@ -181,12 +185,15 @@ _PRESETS: dict[str, dict[str, Any]] = {
     # the published model (REFERENCE.md); depth 6 / 12 / 16 / 20
     "paper": {},
     # our default for real datasets: paper tokens, deeper encoder, wider MLP
-    "base": {"depth": 12, "mlp_ratio": 4.0},
-    # the embedded demo corpus on a 2-core CPU (a few minutes of pretraining). Wider than the
-    # codes it carries (headroom over indices × embed_dim), which made the visual copy task
-    # learnable in a few hundred steps in our runs; 2-d visual / 4-d audio code embeddings.
-    "demo": {"width": 192, "depth": 4, "heads": 6, "decoder_depth": 2, "decoder_heads": 6,
-             "mlp_ratio": 2.0, "visual_embed_dim": 2, "audio_embed_dim": 4},
+    "base": {"depth": 12, "mlp_ratio": 4.0, "pos_init": "sincos"},
+    # the embedded demo corpus on a 2-core CPU (a few minutes of pretraining, 1-s windows): one
+    # video frame × 4 × 4 codes per visual token (16 indices), so a masked token can copy its
+    # neighbour's codes slot for slot; 16-d code embeddings (4-d / 2-d ones could not carry a
+    # patch's codes through the 128-d width: 3 % vs 9 % masked visual accuracy at equal steps)
+    # and sine-cosine starting positions (docs/PRETRAIN.md)
+    "demo": {"width": 128, "depth": 4, "heads": 4, "decoder_depth": 2, "decoder_heads": 4,
+             "mlp_ratio": 2.0, "visual_patch": (1, 4, 4), "visual_embed_dim": 16,
+             "audio_patch": (10, 4), "audio_embed_dim": 16, "pos_init": "sincos"},
     # unit tests: a few patches, a few thousand parameters
     "tiny": {"audio_token_shape": (8,), "audio_codebook_size": 16, "audio_frames": 20,
              "audio_patch": (4, 2), "audio_embed_dim": 4,
@@ -215,21 +222,14 @@ def mae_preset(name: str = "paper", **overrides: Any) -> MAEConfig:
 
 # --------------------------------------------------------------------- from a token store
 
-TARGET_PATCH_SECONDS = 0.2
-"""The paper's patches cover 200 ms (5 video frames, 10 audio frames)."""
-
-
 def _closest_divisor(n: int, target: float) -> int:
     return min(divisors(n), key=lambda d: (abs(math.log(d / max(target, 1e-9))), -d))
 
 
-def auto_patch(frames: int, token_shape: tuple[int, ...], fps: float,
-               spatial_target: tuple[int, ...]) -> tuple[int, ...]:
-    """Patch sizes that divide the grid: ~200 ms in time, the divisor of each token axis
-    closest to ``spatial_target`` (the paper's 4 / 4×4) elsewhere."""
-    t = _closest_divisor(frames, TARGET_PATCH_SECONDS * fps)
-    sp = tuple(_closest_divisor(n, s) for n, s in zip(token_shape, spatial_target))
-    return (t, *sp)
+def fit_patch(full: tuple[int, ...], patch: tuple[int, ...]) -> tuple[int, ...]:
+    """``patch`` with every size that does not divide its axis of ``full = (T, *S)`` replaced by
+    the divisor of that axis closest to it (in ratio)."""
+    return tuple(p if n % p == 0 else _closest_divisor(n, p) for n, p in zip(full, patch))
 
 
 def cfg_for_store(provenance: dict[str, dict[str, Any]], preset: str = "paper",
@@ -241,7 +241,7 @@ def cfg_for_store(provenance: dict[str, dict[str, Any]], preset: str = "paper",
     ``token_shape``, ``codebook_size``, ``frames_per_second``. Frames per window are
     ``round(window_seconds × frames_per_second)``. Patch sizes come from the preset (or
     ``overrides``); ``auto_patches`` (default: on for every preset except ``paper``) replaces
-    preset patch sizes that do not divide the grid by the nearest ones that do. With
+    each preset patch size that does not divide its axis by the nearest divisor. With
     ``auto_patches=False`` a misfit raises :class:`MAEConfigError` naming the sizes.
     Per-index embedding sizes stay the preset's (paper: 4 visual, 8 audio); a linear
     projection bridges ``indices × embed_dim != width``.
@@ -268,10 +268,10 @@ def cfg_for_store(provenance: dict[str, dict[str, Any]], preset: str = "paper",
         data[f"{m}_fps"] = fps
         patch = tuple(overrides.get(f"{m}_patch", getattr(base, f"{m}_patch")))
         full = (frames, *shape)
-        fits = len(patch) == len(full) and all(n % q == 0 for n, q in zip(full, patch))
-        if not fits and auto_patches and f"{m}_patch" not in overrides:
-            target = tuple(patch[1:]) if len(patch) == len(full) else (4,) * len(shape)
-            patch = auto_patch(frames, shape, fps, target)
+        if auto_patches and f"{m}_patch" not in overrides:
+            if len(patch) != len(full):  # a token grid of another rank: 4 per token axis
+                patch = (patch[0], *(4,) * len(shape))
+            patch = fit_patch(full, patch)
         data[f"{m}_patch"] = list(patch)
     data.update({k: (list(v) if isinstance(v, tuple) else v) for k, v in overrides.items()})
     return config_from_dict(MAEConfig, data)

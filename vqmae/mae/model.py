@@ -26,6 +26,7 @@ from vqmae.mae.embedding import (
     CrossBlock,
     init_weights,
     make_blocks,
+    sincos_pos_embed,
 )
 from vqmae.mae.losses import masked_code_ce
 from vqmae.mae.masking import Mask
@@ -81,6 +82,20 @@ class _Fusion(nn.Module):
         return out
 
 
+def _init_positions(pos_embed: nn.ParameterDict, modality_embed: nn.ParameterDict,
+                    specs: dict, how: str) -> None:
+    """Positional tables ``(1, N_m, W)``: truncated normal (std 0.02) or the sine-cosine codes of
+    the patch grid (values in [-1, 1], as in MAE); modality embeddings always truncated normal."""
+    for p in modality_embed.values():
+        trunc_normal_(p, std=0.02)
+    for m, p in pos_embed.items():
+        if how == "sincos":
+            with torch.no_grad():
+                p.copy_(sincos_pos_embed(specs[m].grid, p.shape[-1])[None])
+        else:
+            trunc_normal_(p, std=0.02)
+
+
 class VQMAEEncoder(nn.Module):
     """Code embeddings + positional/modality embeddings + transformer + final LayerNorm.
 
@@ -100,8 +115,7 @@ class VQMAEEncoder(nn.Module):
         self.modality_embed = nn.ParameterDict({m: nn.Parameter(torch.zeros(1, 1, w)) for m in self.specs})
         self.fusion = _Fusion(config, config.fusion, config.depth, config.heads, final_norm=True)
         init_weights(self)
-        for p in [*self.pos_embed.values(), *self.modality_embed.values()]:
-            trunc_normal_(p, std=0.02)
+        _init_positions(self.pos_embed, self.modality_embed, self.specs, config.pos_init)
 
     @property
     def width(self) -> int:
@@ -156,8 +170,7 @@ class VQMAEDecoder(nn.Module):
                               final_norm=False)
         self.heads = nn.ModuleDict({m: CodeHead(s, w) for m, s in self.specs.items()})
         init_weights(self)
-        for p in [*self.pos_embed.values(), *self.modality_embed.values()]:
-            trunc_normal_(p, std=0.02)
+        _init_positions(self.pos_embed, self.modality_embed, self.specs, config.pos_init)
 
     def forward(self, encoded: dict[str, torch.Tensor], masks: dict[str, Mask]) -> dict[str, torch.Tensor]:
         """``encoded[m] (B, K_m, W)`` visible tokens -> ``(B, N_m, W)`` for every patch."""

@@ -81,13 +81,13 @@ class PipelineConfig:
     """Speakers of the synthetic corpus (0 = the preset's)."""
     protocol: str = "kfold"
     """Fold protocol (vqmae prepare): kfold | loso | ravdess6 | cremad5."""
-    folds: int = 4
-    """k of k-fold."""
+    folds: int = 0
+    """k of k-fold (0 = 4; with --quick 6, so the one fold it runs trains on 4 of its 6 speakers)."""
     tokenizer_preset: str = "demo"
     mae_preset: str = "demo"
     finetune_preset: str = "demo"
     modalities: list[str] = field(default_factory=lambda: ["audio", "visual", "av"])
-    experiments: list[str] = field(default_factory=lambda: ["finetune", "scratch"])
+    experiments: list[str] = field(default_factory=lambda: ["finetune", "scratch", "logreg"])
     audio_tokenizer: str = ""
     """Use this trained audio tokenizer folder instead of training one (e.g. from VoxCeleb2)."""
     visual_tokenizer: str = ""
@@ -104,11 +104,12 @@ class PipelineConfig:
 
 QUICK = {
     "synth": ["--speakers", "6"],
-    "tokenizer_audio": ["train.epochs=3"],
-    "tokenizer_visual": ["train.epochs=2"],
-    "pretrain": ["train.epochs=10"],
-    "finetune": ["train.epochs=6", "max_folds=2"],
+    "tokenizer_audio": ["train.epochs=2"],
+    "tokenizer_visual": ["train.epochs=1"],
+    "pretrain": ["train.epochs=6"],
+    "finetune": ["max_folds=1"],
 }
+"""--quick: extra arguments per stage (after the stage's own, before ``args``)."""
 
 
 def _stage_dirs(run: Path) -> dict[str, Path]:
@@ -136,7 +137,7 @@ def stage_commands(cfg: PipelineConfig, run: Path) -> dict[str, list[str]]:
         if cfg.synth_speakers:
             cmds["synth"] += ["--speakers", str(cfg.synth_speakers)]
     cmds["prepare"] = ["--dataset", dataset, "--root", root, "--out", str(d["prepare"]),
-                       "--protocol", cfg.protocol, "--k", str(cfg.folds), "--seed", str(cfg.seed),
+                       "--protocol", cfg.protocol, "--k", str(cfg.folds or (6 if cfg.quick else 4)), "--seed", str(cfg.seed),
                        f"detect_faces={str(detect).lower()}"]
     for modality in ("audio", "visual"):
         cmds[f"tokenizer_{modality}"] = [

@@ -65,6 +65,7 @@ class ArchConfig:
     audio_embed_dim: int | None = None
     visual_embed_dim: int | None = None
     drop_path: float | None = None
+    pos_init: Literal["random", "sincos"] | None = None
 
     def overrides(self) -> dict[str, Any]:
         return {k: v for k, v in config_to_dict(self).items() if v is not None}
@@ -93,6 +94,10 @@ class PretrainConfig:
     """Mask ratio of every modality when scoring held-out windows (fixed masks)."""
     baseline_clips: int = 512
     """Clips whose codes give the code-frequency baselines (0 = all)."""
+    example: bool = True
+    """After training, mask the first held-out clip at ``eval_ratio`` and write what the model
+    predicts, decoded by the tokenizers, to ``OUT/example/`` (``vqmae reconstruct``; needs the
+    media files and the tokenizer folders; skipped with a warning when they are gone)."""
     masking: MaskingConfig = field(default_factory=MaskingConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -107,16 +112,21 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
     "base": dict(epochs=400, warmup_epochs=20, batch_size=64, base_lr=1.5e-3, weight_decay=0.05,
                  betas=(0.9, 0.95), log_every=50, grad_clip=1.0),
     # a few minutes on 2 CPU cores for the demo corpus (a few hundred clips)
-    "demo": dict(epochs=20, warmup_epochs=2, batch_size=32, base_lr=1.6e-2, weight_decay=0.05,
+    "demo": dict(epochs=16, warmup_epochs=1, batch_size=16, base_lr=3.2e-2, weight_decay=0.05,
                  betas=(0.9, 0.95), log_every=10, grad_clip=1.0),
     "tiny": dict(epochs=2, warmup_steps=1, batch_size=4, base_lr=2e-2, log_every=1, tensorboard=False),
+}
+
+
+DATA_PRESETS: dict[str, dict[str, Any]] = {
+    "demo": {"window_seconds": 1.0},
 }
 
 
 def preset_base(preset: str) -> dict[str, Any]:
     if preset not in TRAIN_PRESETS:
         raise ConfigError(f"preset: unknown preset '{preset}' (known: {', '.join(preset_names())})")
-    return {"train": dict(TRAIN_PRESETS[preset])}
+    return {"train": dict(TRAIN_PRESETS[preset]), **DATA_PRESETS.get(preset, {})}
 
 
 def resolve_config(argv: list[str]) -> PretrainConfig:
@@ -365,11 +375,35 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
                     run_.info("%s: masked-token accuracy %.1f %% (%s) vs %.1f %% most frequent code / %.1f %% "
                               "per-position mode", m, 100 * scored[f"acc_{m}"], "held-out" if "val" in summary
                               else "train", 100 * baselines[f"freq_acc_{m}"], 100 * baselines[f"pos_freq_acc_{m}"])
+            if cfg.example and val_ids:
+                summary["example"] = _reconstruction_example(cfg, store, val_ids[0], run_)
+                write_json(Path(cfg.out) / "summary.json", summary)
             run_.info("pretraining done in %.0f s: model in %s", elapsed, Path(cfg.out) / "model")
         acc.wait_for_everyone()
         return summary
     finally:
         run_.close()
+
+
+def _reconstruction_example(cfg: PretrainConfig, store, index: int, run_: Run) -> str:
+    """``vqmae reconstruct`` of one held-out clip into OUT/example; '' when it cannot run."""
+    from vqmae.data.manifest import read_manifest
+    from vqmae.pipelines import reconstruct
+
+    clip = store.clips[int(index)]
+    try:
+        media = read_manifest(store.meta["manifest"]).root / clip.path
+        if not media.is_file():
+            raise FileNotFoundError(f"media file not found: {media}")
+        out = Path(cfg.out) / "example"
+        reconstruct.run(reconstruct.ReconstructConfig(
+            model=str(Path(cfg.out) / "model"), clip=str(media), out=str(out),
+            mask_ratio=cfg.eval_ratio, seed=cfg.train.seed, sweep=[0.25, 0.5, 0.75]))
+    except (UserError, FileNotFoundError, KeyError, ValueError) as e:
+        run_.warning("no reconstruction example for %s: %s", clip.id, e)
+        return ""
+    run_.info("reconstruction example (held-out clip %s): %s", clip.id, out)
+    return str(out.relative_to(cfg.out))
 
 
 def _provenance_record(p: dict[str, Any]) -> dict[str, Any]:

@@ -97,7 +97,7 @@ def _tokenizer_section(doc: Document, run: Path) -> None:
                 continue
             row = [name, part.get("clips", ""), _fmt(part.get(metric[0], float("nan")))]
             if modality == "visual":
-                row.append(_fmt(part.get("ssim", float("nan"))))
+                row.append(_fmt(part["ssim"]) if "ssim" in part else "–")
             row += [f"{part.get('codes_used_pct', 0):.0f} %", _fmt(part.get("perplexity", float("nan")))]
             rows.append(row)
         header = ["data", "clips", metric[1]] + (["SSIM"] if modality == "visual" else []) + \
@@ -135,17 +135,32 @@ def _pretrain_section(doc: Document, run: Path) -> None:
         return
     doc.heading("Stage two: VQ-MAE-AV pretraining")
     if summary:
-        flat = {k: v for k, v in summary.items() if isinstance(v, (int, float, str))}
-        if flat:
-            doc.table(["quantity", "value"], [[k, _fmt(v)] for k, v in flat.items()])
-        for key in ("held_out", "baselines", "accuracy"):
-            part = summary.get(key)
-            if isinstance(part, dict):
-                rows = [[k, _fmt(v)] for k, v in part.items() if isinstance(v, (int, float, str))]
-                if rows:
-                    doc.table([key.replace("_", " "), "value"], rows)
+        doc.paragraph(f"{summary.get('parameters', 0):,} parameters, {summary.get('epochs', '?')} epochs "
+                      f"({summary.get('steps', '?')} steps) on {summary.get('train_clips', '?')} clips in "
+                      f"{_fmt(summary.get('seconds', float('nan')))} s; masked-token accuracy on "
+                      f"{summary.get('val_clips', '?')} held-out clips against the code-frequency baselines "
+                      "(predict the most frequent code; predict each position's most frequent code).")
+        val, base = summary.get("val", {}), summary.get("baselines", {})
+        rows = []
+        for m in ("audio", "visual"):
+            if f"acc_{m}" not in val:
+                continue
+            pct = lambda v: _fmt(100 * v) if isinstance(v, (int, float)) else "–"  # noqa: E731
+            rows.append([m, pct(val[f"acc_{m}"]), pct(base.get(f"freq_acc_{m}")),
+                         pct(base.get(f"pos_freq_acc_{m}")), _fmt(val.get(f"loss_{m}", float("nan")))])
+        if rows:
+            doc.table(["modality", "masked-token accuracy (%)", "most frequent code (%)",
+                       "per-position mode (%)", "held-out loss"], rows)
     for p in sorted(pdir.glob("*.png")) + sorted((pdir / "plots").glob("*.png")):
         doc.image(p, f"pretraining: {p.stem.replace('_', ' ')}")
+    example = pdir / "example"
+    if (example / "reconstruction.png").is_file():
+        doc.paragraph("A held-out clip, masked (half of the patches of each modality), its missing tokens "
+                      "predicted and decoded by the tokenizers (`vqmae reconstruct`; WAV files in "
+                      "`pretrain/example/`):")
+        for name in ("reconstruction.png", "sweep.png"):
+            if (example / name).is_file():
+                doc.image(example / name, f"pretraining example: {name[:-4]}")
 
 
 def _finetune_section(doc: Document, run: Path) -> None:

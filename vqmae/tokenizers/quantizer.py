@@ -102,9 +102,23 @@ class VectorQuantizer(nn.Module):
         """z: (B, N, dim) -> quantized (B, N, dim) float32, indices (B, N) int64, commit loss ()."""
         if z.ndim != 3 or z.shape[-1] != self.dim:
             raise ValueError(f"expected latents (B, N, {self.dim}), got {tuple(z.shape)}")
-        with torch.autocast(device_type=z.device.type, enabled=False):
-            quantized, indices, loss = self.vq(z.float())
+        waiting = [] if self.training else self._uninitialised_flags()
+        for flag in waiting:  # eval never changes the codebook: no k-means init here
+            flag.fill_(True)
+        try:
+            with torch.autocast(device_type=z.device.type, enabled=False):
+                quantized, indices, loss = self.vq(z.float())
+        finally:
+            for flag in waiting:
+                flag.fill_(False)
         return QuantizerOutput(quantized, indices.long(), loss.float().reshape(()))
+
+    def _uninitialised_flags(self) -> list[torch.Tensor]:
+        """The ``initted`` buffers of codebooks still waiting for their k-means init (an untrained
+        model): in eval mode they are set for the call only, so encoding uses the codebook as it
+        is and leaves the weights (and the fingerprint) unchanged."""
+        flags = [getattr(m, "initted", None) for m in self.vq.modules()]
+        return [f for f in flags if isinstance(f, torch.Tensor) and not bool(f)]
 
     @torch.no_grad()
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:
