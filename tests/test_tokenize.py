@@ -239,11 +239,21 @@ def test_real_media_and_tiny_vqvaes(tmp_path, capsys):
     assert ds[0]["audio"].shape == (100, 24) and ds[0]["visual"].shape == (50, 4, 4)
 
 
-def test_tokenizer_that_changes_while_encoding_is_refused(tmp_path, capsys):
+def test_tokenizer_that_changes_while_encoding_is_refused(tmp_path, capsys, monkeypatch):
+    import torch
+
     from vqmae.tokenizers import VisualVQVAE, visual_preset
 
     fx.make_corpus(tmp_path, n=3)
-    VisualVQVAE(visual_preset("tiny")).save_pretrained(tmp_path / "vtok")  # k-means not initialised yet
+    VisualVQVAE(visual_preset("tiny")).save_pretrained(tmp_path / "vtok")
+    encode = VisualVQVAE.encode
+
+    def drifting_encode(self, x):  # a tokenizer whose weights move while it encodes
+        with torch.no_grad():
+            next(self.parameters()).add_(1e-3)
+        return encode(self, x)
+
+    monkeypatch.setattr(VisualVQVAE, "encode", drifting_encode)
     args = ["--manifest", str(tmp_path / "manifest.jsonl"), "--visual-tokenizer", str(tmp_path / "vtok"),
             "--out", str(tmp_path / "store"), "--loader", fx.LOADER, "--progress", "false"]
     assert tokenize.main(args) == 2

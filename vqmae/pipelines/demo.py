@@ -106,8 +106,8 @@ QUICK = {
     "synth": ["--speakers", "6"],
     "tokenizer_audio": ["train.epochs=2"],
     "tokenizer_visual": ["train.epochs=1"],
-    "pretrain": ["train.epochs=6"],
-    "finetune": ["max_folds=1"],
+    "pretrain": ["train.epochs=4"],
+    "finetune": ["max_folds=1", "train.epochs=2"],
 }
 """--quick: extra arguments per stage (after the stage's own, before ``args``)."""
 

@@ -57,7 +57,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # the published fine-tuning recipe: AdamW 1e-4, batch 8, random 2-s crops
     "paper": {},
     # the embedded demo corpus on a 2-core CPU (6 runs × 3 folds in a few minutes)
-    "demo": {"train": {"epochs": 4, "batch_size": 16, "lr": 1e-3, "warmup_epochs": 0.5,
+    "demo": {"train": {"epochs": 3, "batch_size": 16, "lr": 1e-3, "warmup_epochs": 0.5,
                        "log_every": 20}},
 }
 

@@ -112,7 +112,7 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
     "base": dict(epochs=400, warmup_epochs=20, batch_size=64, base_lr=1.5e-3, weight_decay=0.05,
                  betas=(0.9, 0.95), log_every=50, grad_clip=1.0),
     # a few minutes on 2 CPU cores for the demo corpus (a few hundred clips)
-    "demo": dict(epochs=16, warmup_epochs=1, batch_size=16, base_lr=3.2e-2, weight_decay=0.05,
+    "demo": dict(epochs=12, warmup_epochs=1, batch_size=16, base_lr=3.2e-2, weight_decay=0.05,
                  betas=(0.9, 0.95), log_every=10, grad_clip=1.0),
     "tiny": dict(epochs=2, warmup_steps=1, batch_size=4, base_lr=2e-2, log_every=1, tensorboard=False),
 }
