@@ -65,16 +65,19 @@ def last_json_object(text: str) -> dict | None:
 
 
 def _accepted(path: Path, args: list[str]) -> list[str]:
-    """The extra ``--option [value]`` pairs this script declares (e.g. only some take --device)."""
+    """The extra ``--option [values...]`` this script declares (e.g. only some take --device);
+    an option keeps every value up to the next ``--option``."""
     text = path.read_text()
     out: list[str] = []
     i = 0
     while i < len(args):
         opt = args[i]
-        has_value = i + 1 < len(args) and not args[i + 1].startswith("--")
+        j = i + 1
+        while j < len(args) and not args[j].startswith("--"):
+            j += 1
         if f'"{opt.split("=")[0]}"' in text:
-            out += args[i:i + 1 + has_value]
-        i += 1 + has_value
+            out += args[i:j]
+        i = j
     return out
 
 

@@ -22,6 +22,7 @@ Datasets with random items (crops, noise) should derive their randomness from
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import math
 import os
@@ -112,14 +113,47 @@ class FitResult:
 # ------------------------------------------------------------------------- infrastructure
 
 
+def release_process_group() -> None:
+    """Destroy the default ``torch.distributed`` process group, if there is one (idempotent).
+
+    A process that exits with a live gloo group, or with a DDP model still alive when the group
+    is destroyed, can abort (SIGABRT, "terminate called without an active exception"): gloo's
+    worker threads are torn down after the interpreter. Drop DDP-wrapped models before calling
+    this. Registered
+    with :mod:`atexit` by :func:`make_accelerator` and the tokenize job, so it runs while the
+    interpreter is still alive, on every exit path.
+    """
+    import gc
+
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        gc.collect()  # DDP wrappers left in reference cycles hold gloo work: free them first
+        dist.destroy_process_group()
+
+
+def register_process_group_release() -> None:
+    """Make sure :func:`release_process_group` runs at interpreter exit (registered once)."""
+    global _release_registered
+    if not _release_registered:
+        atexit.register(release_process_group)
+        _release_registered = True
+
+
+_release_registered = False
+
+
 def make_accelerator(mixed_precision: str = "auto", grad_accum: int = 1, **kwargs: Any):
     """An Accelerator that runs real data parallelism on CPU as well as on GPUs.
 
     ``auto`` picks bf16 on a GPU that supports it, else fp32. On CPU, ``accelerate launch
-    --multi_gpu --num_processes N`` (or torchrun) gives N gloo ranks.
+    --multi_gpu --num_processes N`` (or torchrun) gives N gloo ranks. The process group is
+    destroyed at interpreter exit (:func:`release_process_group`).
     """
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
+
+    register_process_group_release()
 
     cuda = torch.cuda.is_available()
     if mixed_precision == "auto":
@@ -460,6 +494,8 @@ def fit(
         run.info("restored the best epoch %d (%s = %.4g)", state["best_epoch"],
                  cfg.select_metric, state["best_metric"])
     acc.wait_for_everyone()
+    del model, opt
+    acc.free_memory()  # drop the prepared (DDP) model: a live one at exit can abort gloo
     return FitResult(unwrapped, state["step"], state["epoch"], state["best_epoch"],
                      state["best_metrics"], state["history"], stopped_early)
 

@@ -237,8 +237,11 @@ def _dist_state(device: str) -> tuple[int, int, torch.device, Callable[[], None]
     if world > 1:
         from accelerate import PartialState
 
+        from vqmae.training import register_process_group_release
+
         cuda = torch.cuda.is_available() and device != "cpu"
         state = PartialState(cpu=not cuda, timeout=timedelta(hours=48))
+        register_process_group_release()
         dev = state.device if device in ("auto", "cuda") else torch.device(device)
         return state.process_index, state.num_processes, dev, state.wait_for_everyone
     if device == "auto":
