@@ -105,7 +105,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    from vqmae.data.token_store import TokenDataset, TokenStore
+    from vqmae.data.token_dataset import TokenDataset
+    from vqmae.data.token_store import TokenStore
     from vqmae.data.token_writer import synthetic_provenance, write_token_store
 
     audio, visual, lengths = make_tokens(args.clips, args.min_seconds, args.max_seconds)

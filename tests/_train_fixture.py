@@ -10,8 +10,8 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from vqmae.config import parse_config
-from vqmae.training import TrainConfig, fit
 from vqmae.runs import Run
+from vqmae.training import TrainConfig, fit
 
 
 def make_data(n: int = 64, seed: int = 0) -> TensorDataset:

@@ -10,14 +10,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from vqmae.data.token_store import (
-    STORE_JSON,
-    StoreError,
-    TokenDataset,
-    TokenStore,
-    frame_grid,
-    verify_store,
-)
+from vqmae.data.token_dataset import TokenDataset, frame_grid
+from vqmae.data.token_store import STORE_JSON, StoreError, TokenStore, verify_store
 from vqmae.data.token_writer import synthetic_provenance, write_token_store
 from vqmae.pipelines import tokens as tokens_cli
 

@@ -17,7 +17,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import _tokenize_fixture as fx  # noqa: E402
 
-from vqmae.data.token_store import TokenDataset, TokenStore, verify_store  # noqa: E402
+from vqmae.data.token_dataset import TokenDataset  # noqa: E402
+from vqmae.data.token_store import TokenStore, verify_store  # noqa: E402
 from vqmae.pipelines import tokenize  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import _train_fixture as fx  # noqa: E402
 
 from vqmae.io import read_jsonl  # noqa: E402
+from vqmae.runs import Run  # noqa: E402
 from vqmae.training import (  # noqa: E402
     EpochBatchSampler,
     NonFiniteLossError,
@@ -20,7 +21,6 @@ from vqmae.training import (  # noqa: E402
     list_checkpoints,
     lr_at,
 )
-from vqmae.runs import Run  # noqa: E402
 
 
 def _cfg(**kw):

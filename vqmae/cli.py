@@ -23,7 +23,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "finetune": ("vqmae.pipelines.finetune", "fine-tune and evaluate classifiers over speaker-independent folds"),
     "evaluate": ("vqmae.pipelines.evaluate", "evaluate a fine-tuned model on a token store"),
     "predict": ("vqmae.pipelines.predict", "class probabilities (and affect) for media files, as JSON"),
-    "pretrain-vssl": ("vqmae.pipelines.pretrain_vssl", "visually guided / audio-only self-supervised pretraining"),
     "demo": ("vqmae.pipelines.demo", "the main job: every stage end to end on the embedded corpus"),
     "run": ("vqmae.pipelines.demo", "the same pipeline on a real dataset: vqmae run --config configs/X.yaml"),
     "report": ("vqmae.pipelines.report", "rebuild report.html / report.md of a run folder"),

@@ -39,7 +39,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from vqmae.io import read_json, write_json
-from vqmae.runs import Run, log
+from vqmae.runs import Run
 
 
 class NonFiniteLossError(RuntimeError):

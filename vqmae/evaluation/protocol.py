@@ -42,7 +42,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from vqmae.data.token_store import TARGET_NAMES, TokenDataset, TokenStore
+from vqmae.data.token_dataset import TokenDataset
+from vqmae.data.token_store import TARGET_NAMES, TokenStore
 from vqmae.evaluation.losses import CCCLoss, make_class_loss
 from vqmae.evaluation.metrics import (
     ccc,

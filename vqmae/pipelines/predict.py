@@ -171,7 +171,7 @@ def predict_files(models: list[tuple[Any, dict[str, Any]]], files: list[str], cf
     store = MemoryTokenStore.from_arrays(rows, tokens, prov, task.classes, name="<predict>")
     probs = values = None
     windows = None
-    from vqmae.data.token_store import TokenDataset
+    from vqmae.data.token_dataset import TokenDataset
 
     for model, _ in models:
         ds = TokenDataset(store, None, model_window_seconds(model), "all", tuple(model.modalities),

@@ -299,7 +299,8 @@ def _read_clip_list(path: str, store) -> list[int]:
 
 
 def run(cfg: PretrainConfig) -> dict[str, Any]:
-    from vqmae.data.token_store import StoreError, TokenDataset, TokenStore
+    from vqmae.data.token_dataset import TokenDataset
+    from vqmae.data.token_store import StoreError, TokenStore
 
     if not cfg.tokens or not cfg.out:
         raise UserError("--tokens STORE and --out DIR are required")
