@@ -327,3 +327,34 @@ def test_finetune_errors(store, mae_dir, tmp_path, capsys):
     cfg = finetune_stage.make_config("demo", tokens="x", train={"epochs": 7})
     assert cfg.train.epochs == 7 and cfg.train.batch_size == finetune_stage.PRESETS["demo"]["train"]["batch_size"]
     assert cfg.preset == "demo"
+
+
+@pytest.mark.slow
+def test_two_process_finetune_runs_and_writes_once(store, mae_dir, tmp_path):
+    """`accelerate launch` with 2 CPU ranks: modality dropout leaves parameters without gradients
+    in some steps (DDP must allow it), and only rank 0 writes (no duplicated metrics rows)."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    folds_file = write_folds(tmp_path / "folds.json", make_folds(speakers(store), k=3, seed=0), {})
+    out = tmp_path / "ddp"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "--main_process_port", str(port), "-m", "vqmae.pipelines.finetune",
+           f"--tokens={store.root}", f"--init={mae_dir}", f"--folds={folds_file}", f"--out={out}",
+           "modalities=audio,av", "experiments=finetune,logreg", "modality_dropout=0.5", "max_folds=1",
+           "train.epochs=2", "train.lr=2e-3", "train.progress=false"]
+    proc = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads((out / "results.json").read_text())
+    assert set(res["experiments"]) == {f"{e}-{m}" for e in ("finetune", "logreg") for m in ("audio", "av")}
+    rows = [json.loads(line) for line in (out / "finetune-av" / "fold_0" / "metrics.jsonl").open()]
+    keys = [(r["step"], r["split"]) for r in rows]
+    assert len(keys) == len(set(keys)) and {k[1] for k in keys} == {"train", "val"}
+    assert proc.stderr.count("finetune-av: fold 1/1") == 1  # rank 1 does not log

@@ -70,6 +70,9 @@ class TrainConfig:
     grad_clip: float = 0.0
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
     """auto: bf16 on GPU, fp32 on CPU."""
+    find_unused_parameters: bool = False
+    """Data parallel only: allow steps in which some parameters get no gradient (a modality left
+    out of a batch, a head's stand-in for an absent modality). Costs a graph walk per step."""
     seed: int = 0
     num_workers: int = 0
     log_every: int = 10
@@ -132,6 +135,31 @@ def release_process_group() -> None:
         dist.destroy_process_group()
 
 
+def init_distributed_if_launched() -> None:
+    """Join the process group when started by ``accelerate launch`` / ``torchrun`` (WORLD_SIZE > 1),
+    for stages that need the ranks before their first :func:`fit` (no-op otherwise)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from accelerate import PartialState
+
+        PartialState(cpu=not torch.cuda.is_available())
+        register_process_group_release()
+
+
+def is_main_process() -> bool:
+    """True on rank 0 of a process group, and in a single process."""
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def barrier() -> None:
+    """Wait for every rank (no-op in a single process)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
 def register_process_group_release() -> None:
     """Make sure :func:`release_process_group` runs at interpreter exit (registered once)."""
     global _release_registered
@@ -143,7 +171,8 @@ def register_process_group_release() -> None:
 _release_registered = False
 
 
-def make_accelerator(mixed_precision: str = "auto", grad_accum: int = 1, **kwargs: Any):
+def make_accelerator(mixed_precision: str = "auto", grad_accum: int = 1,
+                     find_unused_parameters: bool = False, **kwargs: Any):
     """An Accelerator that runs real data parallelism on CPU as well as on GPUs.
 
     ``auto`` picks bf16 on a GPU that supports it, else fp32. On CPU, ``accelerate launch
@@ -161,7 +190,7 @@ def make_accelerator(mixed_precision: str = "auto", grad_accum: int = 1, **kwarg
     if not cuda and mixed_precision != "no":
         mixed_precision = "no"
     handlers = kwargs.pop("kwargs_handlers", None) or [
-        DistributedDataParallelKwargs(find_unused_parameters=False)
+        DistributedDataParallelKwargs(find_unused_parameters=find_unused_parameters)
     ]
     return Accelerator(
         cpu=not cuda,
@@ -328,7 +357,7 @@ def fit(
     (``eval_every``). With ``resume``, training continues from the newest checkpoint in
     ``run.dir/checkpoints``. Returns the unwrapped model (best epoch restored if selected).
     """
-    acc = accelerator or make_accelerator(cfg.mixed_precision, cfg.grad_accum)
+    acc = accelerator or make_accelerator(cfg.mixed_precision, cfg.grad_accum, cfg.find_unused_parameters)
     world, rank = acc.num_processes, acc.process_index
     n = len(dataset)  # type: ignore[arg-type]
     micro_per_epoch = n // (cfg.batch_size * world)

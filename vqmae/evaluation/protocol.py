@@ -54,7 +54,7 @@ from vqmae.evaluation.metrics import (
 from vqmae.evaluation.results import summarize
 from vqmae.io import read_json, write_json, write_jsonl
 from vqmae.runs import Run, log
-from vqmae.training import StepInfo, TrainConfig, fit, seed_everything
+from vqmae.training import StepInfo, TrainConfig, barrier, fit, is_main_process, seed_everything
 
 
 def finetune_train_config(**overrides: Any) -> TrainConfig:
@@ -440,9 +440,11 @@ def train_fold(model: nn.Module, store: TokenStore, fold: Any, task: Task, cfg: 
         metrics, _ = score(predict_clips(m, ds["val"], task, cfg.eval_batch_size, num_workers=0), task)
         return metrics
 
+    # data parallel: a batch without one modality (modality dropout) leaves its encoder parts, and
+    # a complete one the head's stand-ins for absent modalities, without gradients
     tcfg = dataclasses.replace(cfg.train, select_metric=select if has_val else "", select_mode="max",
-                               restore_best=True)
-    run = Run(out_dir, config=None, tensorboard=tcfg.tensorboard)
+                               restore_best=True, find_unused_parameters=True)
+    run = Run(out_dir, config=None, is_main=is_main_process(), tensorboard=tcfg.tensorboard)
     try:
         if not has_val:
             run.info("fold %d has no validation speakers: the last epoch is kept (no model selection)",
@@ -454,7 +456,8 @@ def train_fold(model: nn.Module, store: TokenStore, fold: Any, task: Task, cfg: 
         # ---- the test split, scored once with the selected model
         pred = predict_clips(model, ds["test"], task, cfg.eval_batch_size)
         test, cm = score(pred, task)
-        write_jsonl(out_dir / "predictions.jsonl", prediction_rows(store, pred, task))
+        if is_main_process():
+            write_jsonl(out_dir / "predictions.jsonl", prediction_rows(store, pred, task))
         missing = {}
         if cfg.eval_missing_modality and len(mods) > 1:
             for m in mods:
@@ -601,7 +604,8 @@ def logreg_fold(model: nn.Module, store: TokenStore, fold: Any, task: Task, cfg:
         val_metrics = score(predictions("val"), task)[0]
     pred = predictions("test")
     test, cm = score(pred, task)
-    write_jsonl(out_dir / "predictions.jsonl", prediction_rows(store, pred, task))
+    if is_main_process():
+        write_jsonl(out_dir / "predictions.jsonl", prediction_rows(store, pred, task))
     log.info("fold %d (logistic regression, %s): test %s", fold.index, chosen,
              ", ".join(f"{k} {v:.4g}" for k, v in test.items() if k != "selection"))
     return {
@@ -651,6 +655,7 @@ def run_experiment(exp: Experiment, store: TokenStore, folds: Sequence[Any], tas
     for fold in folds:
         fold_dir = out_dir / f"fold_{fold.index}"
         done = fold_dir / "fold_result.json"
+        barrier()  # data parallel: every rank sees the same finished folds
         key = {**exp.key, "fold": {"train": list(fold.train), "val": list(fold.val), "test": list(fold.test)}}
         if resume and done.is_file():
             prev = read_json(done)
@@ -670,14 +675,15 @@ def run_experiment(exp: Experiment, store: TokenStore, folds: Sequence[Any], tas
         else:
             model, result = train_fold(model, store, fold, task, cfg, fold_dir, exp.fraction,
                                        freeze_encoder=exp.kind == "probe")
-            if save_models and hasattr(model, "save_pretrained"):
+            if save_models and hasattr(model, "save_pretrained") and is_main_process():
                 if hasattr(model, "info"):
                     model.info = {**exp.info, "experiment": exp.name, "fold": {
                         "index": fold.index, "train": list(fold.train), "val": list(fold.val),
                         "test": list(fold.test)}, "best_epoch": result["best_epoch"],
                         "label_fraction": exp.fraction}
                 model.save_pretrained(fold_dir / "model")
-        write_json(done, {"key": key, "result": result})
+        if is_main_process():  # every rank computed the same result; one writes it
+            write_json(done, {"key": key, "result": result})
         results.append(result)
         if on_fold is not None:
             on_fold(exp, fold, model)

@@ -20,6 +20,7 @@ model; the architecture comes from ``arch`` (an MAE preset fitted to the store) 
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 import time
@@ -41,6 +42,7 @@ from vqmae.evaluation.protocol import (
 from vqmae.evaluation.results import summarize, write_results
 from vqmae.pipelines.common import UserError, stage_main
 from vqmae.runs import log
+from vqmae.training import barrier, init_distributed_if_launched, is_main_process
 
 MODALITY_SETS: dict[str, tuple[str, ...]] = {"audio": ("audio",), "visual": ("visual",),
                                              "av": ("audio", "visual")}
@@ -290,7 +292,14 @@ def run(cfg: FinetuneConfig) -> dict[str, Any]:
     if cfg.seed >= 0:
         cfg.train.seed = cfg.seed
 
-    save_config(cfg, out / "config.yaml")
+    # under `accelerate launch`: training is data parallel; evaluation and the logistic-regression
+    # baseline run on every rank (the same numbers); rank 0 alone logs and writes
+    init_distributed_if_launched()
+    main_rank = is_main_process()
+    if not main_rank:
+        logging.getLogger("vqmae").setLevel(logging.WARNING)
+    if main_rank:
+        save_config(cfg, out / "config.yaml")
     store = _open_store(cfg.tokens)
     try:
         task = infer_task(store, cfg.task)
@@ -327,19 +336,24 @@ def run(cfg: FinetuneConfig) -> dict[str, Any]:
     exps = _experiments(cfg, builders, store, task)
     for exp in exps:
         r = run_experiment(exp, store, folds, task, cfg, out / exp.name, cfg.save_models, cfg.resume)
-        _confusion_png(r, task, out / f"confusion_{exp.name}.png", out)
+        if main_rank:
+            _confusion_png(r, task, out / f"confusion_{exp.name}.png", out)
         results["experiments"][exp.name] = r
         log.info("%s: %s", exp.name, _headline(r, task))
-        write_results(out, results)  # partial results stay readable
+        if main_rank:
+            write_results(out, results)  # partial results stay readable
     results["missing_modality"] = _missing_modality_rows(results["experiments"])
 
     if cfg.label_fractions:
         results["label_efficiency"] = label_efficiency(cfg, builders, store, task, folds, out, results)
-        write_results(out, results)
-    if cfg.noise:
+        if main_rank:
+            write_results(out, results)
+    if cfg.noise and main_rank:  # evaluation of the saved fold models only: rank 0 does it
         results["noise"] = noise_robustness(cfg, store, task, folds, out, results)
     results["seconds"] = time.perf_counter() - t0
-    write_results(out, results)
+    if main_rank:
+        write_results(out, results)
+    barrier()
     log.info("finetune: done in %.0f s; results in %s", results["seconds"], out / "results.md")
     return results
 
@@ -392,9 +406,11 @@ def label_efficiency(cfg: FinetuneConfig, builders: Builders, store, task: Task,
             rows.append({"experiment": exp.name, "fraction": frac, "summary": r["summary"],
                          "n_train_mean": float(sum(f["n_train"] for f in r["folds"]) / len(r["folds"]))})
     metric = task.headline
-    plot = plot_label_efficiency(rows, out / "label_efficiency.png", metric,
-                                 chance=1.0 / task.num_classes if task.num_classes else None)
-    return {"metric": metric, "modalities": mname, "rows": rows, "plot": plot.name}
+    path = out / "label_efficiency.png"
+    if is_main_process():
+        path = plot_label_efficiency(rows, path, metric,
+                                     chance=1.0 / task.num_classes if task.num_classes else None)
+    return {"metric": metric, "modalities": mname, "rows": rows, "plot": path.name}
 
 
 def noise_robustness(cfg: FinetuneConfig, store, task: Task, folds, out: Path,
