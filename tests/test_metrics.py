@@ -160,3 +160,16 @@ def test_results_writers_and_plots(tmp_path):
                  plot_label_efficiency(results["label_efficiency"]["rows"], tmp_path / "le.png", "war", 0.5),
                  plot_noise(results["noise"]["rows"], tmp_path / "noise.png", "war")):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_chance_levels_from_the_summed_confusion_matrix():
+    from vqmae.evaluation.results import chance_levels
+
+    exps = {"logreg-av": {"confusion": None},
+            "finetune-av": {"confusion": [[5, 1, 0], [2, 2, 0], [0, 0, 10]],  # rows: true classes 6 / 4 / 10
+                            "summary": {"war": {"mean": 0.6, "std": 0.1}}, "folds": []}}
+    c = chance_levels(exps)
+    assert c == {"classes": 3, "uar": pytest.approx(1 / 3), "war": pytest.approx(10 / 20)}
+    md = results_markdown({"task": "classify", "experiments": exps})
+    assert "Chance: UAR 33.3 % (1 / 3 classes); WAR 50.0 %" in md
+    assert chance_levels({"x": {"confusion": None}}) is None

@@ -108,6 +108,19 @@ def _fold_rows(folds: Sequence[Mapping[str, Any]], metrics: Sequence[str], val_m
     return rows
 
 
+def chance_levels(experiments: Mapping[str, Any]) -> dict[str, float] | None:
+    """Chance UAR (1 / classes) and WAR (majority class of the test clips, from the summed
+    confusion matrix of the first classification experiment); None without classes."""
+    for e in experiments.values():
+        cm = e.get("confusion")
+        if cm:
+            counts = np.asarray(cm, dtype=np.float64).sum(axis=1)  # rows: true classes
+            if counts.sum() > 0:
+                return {"classes": int(len(counts)), "uar": 1.0 / len(counts),
+                        "war": float(counts.max() / counts.sum())}
+    return None
+
+
 def results_markdown(results: Mapping[str, Any]) -> str:
     """The human report of a ``results.json`` dict: main table, per-fold tables, extras."""
     task = results.get("task", "classify")
@@ -137,6 +150,13 @@ def results_markdown(results: Mapping[str, Any]) -> str:
         out.append("Std is the sample standard deviation over folds. Each fold's epoch was selected "
                    "on its validation speakers only; test speakers were scored once, averaging "
                    "all deterministic windows of each clip.")
+        chance = chance_levels(exps)
+        if chance:
+            out.append("")
+            out.append(f"Chance: UAR {100 * chance['uar']:.1f} % (1 / {chance['classes']} classes); "
+                       f"WAR {100 * chance['war']:.1f} % (always the most frequent test class). "
+                       "Rough guide: a row whose mean minus one std does not clear these is not "
+                       "distinguishable from chance over these folds.")
         out.append("")
         for name, e in exps.items():
             folds = e.get("folds", [])

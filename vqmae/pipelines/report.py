@@ -169,7 +169,12 @@ def _finetune_section(doc: Document, run: Path) -> None:
     if not md.is_file() and not (fdir / "results.json").is_file():
         return
     doc.heading("Fine-tuning and speaker-independent evaluation")
-    if md.is_file():
+    if (fdir / "results.json").is_file():  # rendered again: the current tables (chance levels, ...)
+        from vqmae.evaluation.results import results_markdown
+        from vqmae.io import read_json
+
+        doc.markdown(results_markdown(read_json(fdir / "results.json")))
+    elif md.is_file():
         doc.markdown(md.read_text())
     pngs = sorted(fdir.glob("*.png")) + sorted((fdir / "plots").glob("*.png"))
     for p in pngs[:12]:
