@@ -260,3 +260,21 @@ def test_tokenizer_that_changes_while_encoding_is_refused(tmp_path, capsys, monk
     assert tokenize.main(args) == 2
     assert "changed its weights while encoding" in capsys.readouterr().err
     assert not list((tmp_path / "store" / "parts").glob("*.json"))
+
+
+def test_encoder_gives_cores_back_only_when_the_loader_workers_are_busy():
+    from vqmae.pipelines.tokenize import _give_cores_back_if_workers_busy
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        light = {"t_load": 0.5, "t_prepare": 0.1, "t_encode": 5.0}  # decoding only: keep every core
+        _give_cores_back_if_workers_busy(light, workers=1)
+        assert torch.get_num_threads() == 2
+        busy = {"t_load": 3.0, "t_prepare": 1.0, "t_encode": 5.0}   # tiny tokenizers: share the cores
+        _give_cores_back_if_workers_busy(busy, workers=1)
+        assert torch.get_num_threads() == 1
+        _give_cores_back_if_workers_busy(busy, workers=1)           # never below one thread
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -75,7 +75,7 @@ class TokenizeConfig:
     """auto (this process's GPU if any, else CPU) | cpu | cuda | cuda:N."""
     threads: int = 0
     """torch threads of the main process (CPU encoding); 0 = CPUs per process, minus the loader
-    workers when they detect faces (>= 1)."""
+    workers when they detect faces or turn out busy after 16 clips (>= 1)."""
     overwrite: bool = False
     """Replace a store of another job (other manifest / tokenizer / part size) in --out."""
     retry_errors: bool = False
@@ -325,8 +325,11 @@ def tokenize_dataset(cfg: TokenizeConfig) -> dict[str, Any]:
         # paper-preset encoding), so the encoder takes every core of the process: 1 process on
         # 2 idle cores, 2 threads: 3.0-3.3 clips/s, 1 thread: 2.1 (2026-11-30). Face detection
         # keeps the workers busy: then the encoder gets the cores the workers leave.
+        # (`_tokenize_parts` hands the cores back when the workers turn out to be busy anyway).
         busy_workers = workers if clip_cfg.get("detect_faces") else 0
         torch.set_num_threads(cfg.threads or max(1, per_proc - busy_workers))
+    share_cores_with = workers if (cfg.threads <= 0 and device.type == "cpu" and workers
+                                   and not clip_cfg.get("detect_faces")) else 0
     if is_main:
         log.info("tokenize: %d clips in %d parts of %d; %d process(es) x %d job(s); process 1 has %d of "
                  "its %d parts to do; device %s, %d loader workers per process", len(rows), len(ranges),
@@ -337,7 +340,7 @@ def tokenize_dataset(cfg: TokenizeConfig) -> dict[str, Any]:
         t.to(device)
     source = ClipSource(items, clip_cfg, preparers, cfg.loader)
     stats = _tokenize_parts(out, todo, ranges, source, rows, toks, plan["fingerprints"], device,
-                            workers, show=cfg.progress and is_main)
+                            workers, show=cfg.progress and is_main, share_cores_with=share_cores_with)
     stats.update(rank=rank, world=world, job=job_i, jobs=job_n, device=str(device), workers=workers,
                  seconds=time.perf_counter() - t_start, num_clips=len(rows), **_peak_rss_mb())
     log.info("tokenize[%d/%d]: %d clips (%d failed) at %.2f clips/s; in workers: load %.1f s, "
@@ -359,10 +362,28 @@ def tokenize_dataset(cfg: TokenizeConfig) -> dict[str, Any]:
     return stats
 
 
+def _give_cores_back_if_workers_busy(stats: dict[str, Any], workers: int) -> None:
+    """Encode with ``workers`` fewer threads when the loader workers were busy for more than half
+    of the encoding time so far (see :func:`_tokenize_parts`)."""
+    busy = stats["t_load"] + stats["t_prepare"]
+    threads = max(1, torch.get_num_threads() - workers)
+    if busy > 0.5 * stats["t_encode"] and threads < torch.get_num_threads():
+        log.info("tokenize: the loader workers are busy (%.1f s for %.1f s of encoding): encoding "
+                 "with %d thread(s) from now on", busy, stats["t_encode"], threads)
+        torch.set_num_threads(threads)
+
+
 def _tokenize_parts(out: Path, todo: list[int], ranges: list[tuple[int, int]], source: ClipSource,
                     rows: list[dict[str, Any]], toks: dict[str, Any], fingerprints: dict[str, str],
-                    device: torch.device, workers: int, show: bool) -> dict[str, Any]:
+                    device: torch.device, workers: int, show: bool,
+                    share_cores_with: int = 0) -> dict[str, Any]:
     """Tokenize the parts ``todo`` (``source`` yields their clips, in order) and write each one.
+
+    ``share_cores_with`` > 0: the encoder runs on every core although that many loader workers
+    share them; after 16 clips, if the workers were busy for more than half of the encoding time
+    (small tokenizers: decoding costs as much as encoding), the encoder gives them their cores
+    back (``torch.set_num_threads(threads - workers)``): threads spinning against busy workers
+    slow both down.
 
     Memory: the tokens of one part (``clips_per_shard`` clips) plus the loader's prefetch.
     """
@@ -383,6 +404,7 @@ def _tokenize_parts(out: Path, todo: list[int], ranges: list[tuple[int, int]], s
     part = next(part_iter)
     ok: list[tuple[int, dict[str, np.ndarray]]] = []   # (manifest index, tokens) of the part so far
     failed: list[dict[str, Any]] = []
+    seen = 0
     t_first = t_wait = time.perf_counter()
     for item in loader:
         stats["t_wait"] += time.perf_counter() - t_wait
@@ -409,6 +431,9 @@ def _tokenize_parts(out: Path, todo: list[int], ranges: list[tuple[int, int]], s
             stats["errors"] += len(failed)
             ok, failed = [], []
             part = next(part_iter, -1)
+        seen += 1
+        if share_cores_with and seen == 16:
+            _give_cores_back_if_workers_busy(stats, share_cores_with)
         if bar is not None:
             bar.update(1)
             if failed or stats["errors"]:
