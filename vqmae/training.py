@@ -122,9 +122,9 @@ def release_process_group() -> None:
     A process that exits with a live gloo group, or with a DDP model still alive when the group
     is destroyed, can abort (SIGABRT, "terminate called without an active exception"): gloo's
     worker threads are torn down after the interpreter. Drop DDP-wrapped models before calling
-    this. Registered
-    with :mod:`atexit` by :func:`make_accelerator` and the tokenize job, so it runs while the
-    interpreter is still alive, on every exit path.
+    this. Registered with :mod:`atexit` by :func:`make_accelerator`, the tokenize job and
+    :func:`init_distributed_if_launched`, so it runs while the interpreter is still alive, on
+    every exit path.
     """
     import gc
 
