@@ -135,14 +135,19 @@ def release_process_group() -> None:
         dist.destroy_process_group()
 
 
-def init_distributed_if_launched() -> None:
+def init_distributed_if_launched(**state_kwargs: Any):
     """Join the process group when started by ``accelerate launch`` / ``torchrun`` (WORLD_SIZE > 1),
-    for stages that need the ranks before their first :func:`fit` (no-op otherwise)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        from accelerate import PartialState
+    for stages that need the ranks before their first :func:`fit`. Returns accelerate's
+    ``PartialState`` (``state_kwargs``: e.g. ``cpu``, ``timeout``; default ``cpu`` = no CUDA),
+    or None in a single process."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    from accelerate import PartialState
 
-        PartialState(cpu=not torch.cuda.is_available())
-        register_process_group_release()
+    state_kwargs.setdefault("cpu", not torch.cuda.is_available())
+    state = PartialState(**state_kwargs)
+    register_process_group_release()
+    return state
 
 
 def is_main_process() -> bool:

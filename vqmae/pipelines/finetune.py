@@ -296,10 +296,10 @@ def run(cfg: FinetuneConfig) -> dict[str, Any]:
     # baseline run on every rank (the same numbers); rank 0 alone logs and writes
     init_distributed_if_launched()
     main_rank = is_main_process()
-    if not main_rank:
-        logging.getLogger("vqmae").setLevel(logging.WARNING)
     if main_rank:
         save_config(cfg, out / "config.yaml")
+    else:
+        logging.getLogger("vqmae").setLevel(logging.WARNING)
     store = _open_store(cfg.tokens)
     try:
         task = infer_task(store, cfg.task)

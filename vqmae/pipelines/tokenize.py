@@ -234,15 +234,11 @@ def encode_clip(toks: dict[str, Any], x: dict[str, torch.Tensor], device: torch.
 
 def _dist_state(device: str) -> tuple[int, int, torch.device, Callable[[], None]]:
     """(rank, world, device, barrier). Uses accelerate when launched with several processes."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1:
-        from accelerate import PartialState
+    from vqmae.training import init_distributed_if_launched
 
-        from vqmae.training import register_process_group_release
-
-        cuda = torch.cuda.is_available() and device != "cpu"
-        state = PartialState(cpu=not cuda, timeout=timedelta(hours=48))
-        register_process_group_release()
+    cuda = torch.cuda.is_available() and device != "cpu"
+    state = init_distributed_if_launched(cpu=not cuda, timeout=timedelta(hours=48))
+    if state is not None:
         dev = state.device if device in ("auto", "cuda") else torch.device(device)
         return state.process_index, state.num_processes, dev, state.wait_for_everyone
     if device == "auto":
@@ -320,16 +316,15 @@ def tokenize_dataset(cfg: TokenizeConfig) -> dict[str, Any]:
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     per_proc = max(1, cpus // world)
     workers = cfg.num_workers if cfg.num_workers >= 0 else max(1, min(8, per_proc - 1))
+    # Decoding alone keeps a loader worker mostly idle (~0.05 s of a 2-s clip vs ~0.3 s of
+    # paper-preset encoding), so the encoder takes every core of the process: 1 process on 2 idle
+    # cores, 2 threads: 3.0-3.3 clips/s, 1 thread: 2.1 (2026-11-30). Face detection keeps the
+    # workers busy: then the encoder gets the cores the workers leave. Otherwise it shares them,
+    # and `_tokenize_parts` hands them back if the workers turn out to be busy anyway.
+    faces = bool(clip_cfg.get("detect_faces"))
+    share_cores_with = workers if (cfg.threads <= 0 and device.type == "cpu" and not faces) else 0
     if cfg.threads > 0 or device.type == "cpu":
-        # Decoding alone keeps a loader worker mostly idle (~0.05 s of a 2-s clip vs ~0.3 s of
-        # paper-preset encoding), so the encoder takes every core of the process: 1 process on
-        # 2 idle cores, 2 threads: 3.0-3.3 clips/s, 1 thread: 2.1 (2026-11-30). Face detection
-        # keeps the workers busy: then the encoder gets the cores the workers leave.
-        # (`_tokenize_parts` hands the cores back when the workers turn out to be busy anyway).
-        busy_workers = workers if clip_cfg.get("detect_faces") else 0
-        torch.set_num_threads(cfg.threads or max(1, per_proc - busy_workers))
-    share_cores_with = workers if (cfg.threads <= 0 and device.type == "cpu" and workers
-                                   and not clip_cfg.get("detect_faces")) else 0
+        torch.set_num_threads(cfg.threads or max(1, per_proc - (workers if faces else 0)))
     if is_main:
         log.info("tokenize: %d clips in %d parts of %d; %d process(es) x %d job(s); process 1 has %d of "
                  "its %d parts to do; device %s, %d loader workers per process", len(rows), len(ranges),
