@@ -9,13 +9,25 @@ Rules (see docs/CONFIG.md):
   A bare ``--flag`` sets a boolean field to true; ``--no-flag`` sets it to false.
 * Every value is checked against the field's type; unknown keys are rejected with the closest
   valid name suggested.
+* Numeric settings declared with :func:`setting` are range-checked (``ge``/``gt``/``le``/``lt``);
+  ``__post_init__`` checks of a config class surface as ConfigError too.
+* A stage with named presets (``parse_config(..., presets="finetune")``) reads them from
+  ``vqmae/presets/<stage>.yaml``; ``preset=NAME`` selects one, applied under files and overrides.
+* ``--help`` texts (``config_help``) show each key's description (the ``help=`` of
+  :func:`setting` or the attribute docstring below the field), default, type, choices and
+  whether it is required.
 * The resolved config is written into the run folder (``save_config``).
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import difflib
+import functools
+import inspect
+import math
+import textwrap
 import types
 import typing
 from pathlib import Path
@@ -28,6 +40,68 @@ T = TypeVar("T")
 
 class ConfigError(ValueError):
     """A config file or override that does not fit the config dataclass."""
+
+
+_META = "vqmae"
+
+
+def setting(default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING,
+            help: str | None = None, ge: float | None = None, gt: float | None = None,
+            le: float | None = None, lt: float | None = None) -> Any:
+    """A dataclass field with a description and a range check, e.g.
+    ``epochs: int = setting(10, ge=1, help="passes over the training data")``.
+
+    The range is checked whenever the value comes from a file, an override or ``replace``
+    (``None`` is always allowed for optional fields); a violation is a ConfigError naming the key.
+    """
+    meta = {_META: {"help": help, "ge": ge, "gt": gt, "le": le, "lt": lt}}
+    if default_factory is not dataclasses.MISSING:
+        return dataclasses.field(default_factory=default_factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def _check_range(f: dataclasses.Field, value: Any, key: str) -> None:
+    meta = f.metadata.get(_META)
+    if not meta or value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key}: must be a finite number, got {value!r}")
+    bounds = [("ge", ">=", lambda v, b: v >= b), ("gt", ">", lambda v, b: v > b),
+              ("le", "<=", lambda v, b: v <= b), ("lt", "<", lambda v, b: v < b)]
+    for name, sign, ok in bounds:
+        bound = meta.get(name)
+        if bound is not None and not ok(value, bound):
+            raise ConfigError(f"{key}: must be {sign} {bound:g}, got {value!r}")
+
+
+@functools.cache
+def _attribute_docs(cls: type) -> dict[str, str]:
+    """The docstrings written under fields (``x: int = 1`` then ``\"\"\"text\"\"\"``)."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError, SyntaxError):
+            continue
+        body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+        for node, nxt in zip(body, body[1:]):
+            if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                    and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
+                    and isinstance(nxt.value.value, str)):
+                docs[node.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
+def field_description(cls: type, name: str) -> str:
+    """The description of a config field: ``setting(help=...)`` or its attribute docstring."""
+    for f in dataclasses.fields(cls):
+        if f.name == name:
+            meta = f.metadata.get(_META) or {}
+            if meta.get("help"):
+                return str(meta["help"])
+    return _attribute_docs(cls).get(name, "")
 
 
 # ----------------------------------------------------------------------------------- types
@@ -176,16 +250,27 @@ def _unknown_key(cls: type, name: str, prefix: str) -> ConfigError:
 
 def _build(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     types_ = _field_types(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for raw_name, value in data.items():
         name = str(raw_name).replace("-", "_")
         if name not in types_:
             raise _unknown_key(cls, name, prefix)
         kwargs[name] = _coerce(value, types_[name], prefix + name)
+        _check_range(fields[name], kwargs[name], prefix + name)
     try:
         return cls(**kwargs)
     except TypeError as e:  # a required field without default
+        missing = [n for n, f in fields.items() if f.init and n not in kwargs
+                   and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        if missing:
+            keys = ", ".join(prefix + n for n in missing)
+            raise ConfigError(f"missing required setting(s): {keys}") from None
         raise ConfigError(f"{cls.__name__}: {e}") from e
+    except ValueError as e:  # a check in __post_init__
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(f"{prefix.rstrip('.') or cls.__name__}: {e}") from None
 
 
 # ------------------------------------------------------------------------------ public API
@@ -333,13 +418,25 @@ def parse_overrides(cls: type, argv: list[str]) -> tuple[list[str], dict[str, An
     return files, data
 
 
-def parse_config(cls: type[T], argv: list[str] | None = None, base: dict[str, Any] | None = None) -> T:
-    """Resolve a config: defaults < ``base`` < YAML files (in order) < command-line overrides."""
+def parse_config(cls: type[T], argv: list[str] | None = None, base: dict[str, Any] | None = None,
+                 presets: str | None = None) -> T:
+    """Resolve a config: defaults < preset < ``base`` < YAML files (in order) < overrides.
+
+    With ``presets="<stage>"`` the config's ``preset`` field (set anywhere in that chain, or its
+    default) names a preset of ``vqmae/presets/<stage>.yaml`` whose values are applied first.
+    """
     files, overrides = parse_overrides(cls, list(argv or []))
     data: dict[str, Any] = dict(base or {})
     for f in files:
         data = _merge(data, load_yaml(f))
     data = _merge(data, overrides)
+    if presets is not None:
+        from vqmae.presets import preset_values
+
+        default = next((f.default for f in dataclasses.fields(cls) if f.name == "preset"), None)
+        name = data.get("preset", default)
+        if isinstance(name, str) and name:
+            data = _merge(preset_values(presets, name), data)
     try:
         return config_from_dict(cls, data)
     except ConfigError as e:
@@ -365,20 +462,42 @@ def replace(cfg: T, **changes: Any) -> T:
     return dataclasses.replace(cfg, **checked)
 
 
+def _choices(tp: Any) -> list[Any]:
+    inner, _ = _unwrap_optional(tp)
+    if typing.get_origin(inner) is typing.Literal:
+        return list(typing.get_args(inner))
+    if typing.get_origin(inner) in (list, tuple):
+        args = [a for a in typing.get_args(inner) if a is not Ellipsis]
+        if len(args) == 1 and typing.get_origin(args[0]) is typing.Literal:
+            return list(typing.get_args(args[0]))
+    return []
+
+
 def config_help(cls: type, prefix: str = "") -> str:
-    """One line per settable key with its type and default, for ``--help`` texts."""
+    """Per settable key: name, default (or ``REQUIRED``), type, choices, range, description."""
     lines = []
     for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
         tp = _field_types(cls)[f.name]
         inner, _ = _unwrap_optional(tp)
         if _is_dataclass_type(inner):
             lines.append(config_help(inner, prefix + f.name + "."))
             continue
         if f.default is not dataclasses.MISSING:
-            default = f.default
+            default = f"= {f.default!r}"
         elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-            default = f.default_factory()  # type: ignore[misc]
+            default = f"= {f.default_factory()!r}"  # type: ignore[misc]
         else:
-            default = "(required)"
-        lines.append(f"  {prefix}{f.name} = {default!r}  [{_type_name(tp)}]")
+            default = "REQUIRED"
+        choices = _choices(tp)
+        kind = "one of " + ", ".join(map(str, choices)) if choices else _type_name(tp)
+        meta = f.metadata.get(_META) or {}
+        limits = [f"{s} {meta[k]:g}" for k, s in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
+                  if meta.get(k) is not None]
+        extra = f"; {', '.join(limits)}" if limits else ""
+        lines.append(f"  {prefix}{f.name} {default}  [{kind}{extra}]")
+        desc = field_description(cls, f.name)
+        if desc:
+            lines.append(textwrap.fill(desc, width=96, initial_indent=" " * 6, subsequent_indent=" " * 6))
     return "\n".join(lines)

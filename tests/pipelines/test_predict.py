@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from support.media import write_clip
 
-sys.path.insert(0, str(Path(__file__).parent))
-from media_fixtures import write_clip  # noqa: E402
-
-from vqmae.data.token_writer import tokenizer_provenance  # noqa: E402
-from vqmae.mae import cfg_for_store  # noqa: E402
-from vqmae.mae.classifier import ClassifierConfig, EmotionClassifier  # noqa: E402
-from vqmae.pipelines import predict as predict_stage  # noqa: E402
-from vqmae.tokenizers import AudioVQVAE, VisualVQVAE, audio_preset, visual_preset  # noqa: E402
+from vqmae.data.token_writer import tokenizer_provenance
+from vqmae.mae import cfg_for_store
+from vqmae.mae.classifier import ClassifierConfig, EmotionClassifier
+from vqmae.pipelines import predict as predict_stage
+from vqmae.tokenizers import AudioVQVAE, VisualVQVAE, audio_preset, visual_preset
 
 CLASSES = ["neutral", "happy", "angry"]
 

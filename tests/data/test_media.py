@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from media_fixtures import garbage, plain_frames, read_code, tone, write_clip, write_media
+from support.media import garbage, plain_frames, read_code, tone, write_clip, write_media
 
 from vqmae.data.clips import ClipConfig, align_audio, clip_config_for_dataset, load_aligned_clip
 from vqmae.data.media import MediaError, load_audio, load_video, probe, resample, select_frames

@@ -1,28 +1,18 @@
 """`vqmae reconstruct`: mask a real media clip, predict, decode with the tokenizers, plot, WAV."""
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import soundfile as sf
 import torch
+from support.media import write_clip
 
-sys.path.insert(0, str(Path(__file__).parent))
-from media_fixtures import write_clip  # noqa: E402
+from vqmae.data.token_writer import tokenizer_provenance
+from vqmae.mae import VQMAEAV, cfg_for_store
+from vqmae.pipelines import reconstruct
+from vqmae.tokenizers import AudioVQVAE, VisualVQVAE, audio_preset, visual_preset
 
-from vqmae.data.token_writer import tokenizer_provenance  # noqa: E402
-from vqmae.mae import VQMAEAV, cfg_for_store  # noqa: E402
-from vqmae.pipelines import reconstruct  # noqa: E402
-from vqmae.tokenizers import AudioVQVAE, VisualVQVAE, audio_preset, visual_preset  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

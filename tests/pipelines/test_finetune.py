@@ -33,6 +33,9 @@ from vqmae.mae.classifier import EmotionClassifier
 from vqmae.pipelines import evaluate as evaluate_stage
 from vqmae.pipelines import finetune as finetune_stage
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
 CLASSES = ["calm", "happy", "angry"]
 
 
@@ -60,15 +63,6 @@ def tiny_store(root: Path, speakers: int = 6, per_class: int = 4, seed: int = 0)
             "visual": synthetic_provenance("visual", codebook_size=32, token_shape=(6, 6), frames_per_second=25)}
     write_token_store(root, rows, {"audio": audio, "visual": visual}, prov, classes=CLASSES)
     return TokenStore.open(root)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These models are tiny: one thread is faster, and immune to a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

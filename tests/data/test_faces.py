@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from media_fixtures import face_frames, face_photo, plain_frames, tone, write_media
+from support.media import face_frames, face_photo, plain_frames, tone, write_media
 
 from vqmae.data.clips import ClipConfig, load_aligned_clip
 from vqmae.data.faces import (

@@ -8,7 +8,7 @@ import sys
 from collections import Counter
 
 import pytest
-from media_fixtures import (
+from support.media import (
     cremad_tree,
     csv_tree,
     enterface_tree,

@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 import pytest
-from media_fixtures import (
+from support.media import (
     csv_tree,
     face_frames,
     garbage,

@@ -13,13 +13,7 @@ from vqmae.mae import VQMAEAV
 from vqmae.pipelines import pretrain
 from vqmae.training import list_checkpoints
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: threading only adds overhead
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def structured_tokens(rng, frames, shape, k):

@@ -45,7 +45,7 @@ def train(out: str, cfg: TrainConfig, resume: bool = False, dropout: bool = True
 
 
 if __name__ == "__main__":
-    # python tests/_train_fixture.py OUT key=value ...   (used under accelerate launch)
+    # python tests/support/train_fixture.py OUT key=value ...   (used under accelerate launch)
     out = sys.argv[1]
     cfg = parse_config(TrainConfig, sys.argv[2:])
     res = train(out, cfg, dropout=False)

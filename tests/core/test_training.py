@@ -5,15 +5,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import support.train_fixture as fx
 import torch
 from safetensors.torch import load_file
 
-sys.path.insert(0, str(Path(__file__).parent))
-import _train_fixture as fx  # noqa: E402
-
-from vqmae.io import read_jsonl  # noqa: E402
-from vqmae.runs import Run  # noqa: E402
-from vqmae.training import (  # noqa: E402
+from vqmae.io import read_jsonl
+from vqmae.runs import Run
+from vqmae.training import (
     EpochBatchSampler,
     NonFiniteLossError,
     TrainConfig,
@@ -137,7 +135,7 @@ def _free_port() -> int:
 def test_two_process_data_parallel_equals_one_process_on_combined_batch(tmp_path):
     common = ["epochs=2", "lr=0.01", "progress=false", "tensorboard=false", "log_every=1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    fixture = str(Path(__file__).parent / "_train_fixture.py")
+    fixture = str(Path(__file__).parents[1] / "support" / "train_fixture.py")
     subprocess.run(
         [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",

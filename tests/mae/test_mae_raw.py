@@ -16,13 +16,7 @@ from vqmae.mae import (
 )
 from vqmae.mae.raw_mae import normalise_patches
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def inputs(cfg, batch=2, seed=0):

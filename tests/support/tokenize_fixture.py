@@ -133,7 +133,7 @@ def load_clip(path: str, clip_config: dict) -> SimpleNamespace:
     return SimpleNamespace(audio=audio, faces=faces, fps=25.0, sample_rate=16000, path=path)
 
 
-LOADER = "_tokenize_fixture:load_clip"
+LOADER = "support.tokenize_fixture:load_clip"
 
 
 def make_corpus(folder: Path, n: int = 30, broken: tuple[int, ...] = (), seed: int = 0) -> Path:

@@ -11,6 +11,9 @@ from vqmae.mae.classifier import ClassifierConfig, EmotionClassifier, load_class
 from vqmae.mae.config import MAEConfigError
 from vqmae.mae.heads import PoolingHead, Query2EmoHead, make_head
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
 B = 3
 
 
@@ -21,14 +24,6 @@ def tokens(cfg, seed: int = 0) -> dict[str, torch.Tensor]:
         s = cfg.spec(m)
         out[m] = torch.randint(0, s.codebook_size, (B, s.frames, *s.token_shape), generator=g)
     return out
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -12,16 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import support.tokenize_fixture as fx
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-import _tokenize_fixture as fx  # noqa: E402
+from vqmae.data.token_dataset import TokenDataset
+from vqmae.data.token_store import TokenStore, verify_store
+from vqmae.pipelines import tokenize
 
-from vqmae.data.token_dataset import TokenDataset  # noqa: E402
-from vqmae.data.token_store import TokenStore, verify_store  # noqa: E402
-from vqmae.pipelines import tokenize  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _args(corpus: Path, out: Path, *extra: str, seed: int = 0) -> list[str]:
@@ -32,7 +30,7 @@ def _args(corpus: Path, out: Path, *extra: str, seed: int = 0) -> list[str]:
 
 def _env(**kw: str) -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), str(REPO), env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "tests"), str(REPO), env.get("PYTHONPATH", "")])
     env.update(kw)
     return env
 
@@ -194,7 +192,7 @@ def test_audio_only_store(corpus, tmp_path):
 
 def test_real_media_and_tiny_vqvaes(tmp_path, capsys):
     """Real mp4 files through load_aligned_clip, the tiny AudioVQVAE/VisualVQVAE presets, a corrupt file."""
-    import media_fixtures as mf
+    import support.media as mf
 
     from vqmae.data.clips import ClipConfig, load_aligned_clip
     from vqmae.data.manifest import ClipRecord, write_manifest
