@@ -1,7 +1,7 @@
 """How fast is the synthetic corpus made, and how hard is it?
 
 Generates the demo preset (or reads --data), decodes every written file with PyAV, computes
-simple per-clip features (vqmae.data.synth.analysis: prosody + log-mel statistics for audio; mean
+simple per-clip features (vqmae.synth.analysis: prosody + log-mel statistics for audio; mean
 and temporal-std grey thumbnails for video) and scores logistic regression with a
 speaker-independent split (GroupKFold over speakers): audio alone, video alone, both (early fusion:
 concatenated features; late fusion: mean of the two models' log-probabilities).
@@ -34,8 +34,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from vqmae.data.manifest import read_manifest
-from vqmae.data.synth import SynthConfig, generate_corpus
-from vqmae.data.synth.analysis import audio_features, visual_features
+from vqmae.synth import SynthConfig, generate_corpus
+from vqmae.synth.analysis import audio_features, visual_features
 
 
 def decode(path: Path) -> tuple[np.ndarray, int, np.ndarray]:

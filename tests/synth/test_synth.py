@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from vqmae.data.synth import (
+from vqmae.synth import (
     EMOTIONS,
     SENTENCES,
     WORDS,
@@ -17,11 +17,11 @@ from vqmae.data.synth import (
     plan_corpus,
     synthesize_clip,
 )
-from vqmae.data.synth.analysis import color_pixels, estimate_f0, frame_rms
-from vqmae.data.synth.emotion import VOICE, face_state, voice_state
-from vqmae.data.synth.face import MOUTH_INSIDE, SCLERA
-from vqmae.data.synth.layouts import clip_path, layout_classes
-from vqmae.data.synth.vocabulary import BILABIALS, build_timeline, word_phones
+from vqmae.synth.analysis import color_pixels, estimate_f0, frame_rms
+from vqmae.synth.emotion import VOICE, face_state, voice_state
+from vqmae.synth.face import MOUTH_INSIDE, SCLERA
+from vqmae.synth.layouts import clip_path, layout_classes
+from vqmae.synth.vocabulary import BILABIALS, build_timeline, word_phones
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from vqmae.data.manifest import read_manifest
-from vqmae.data.synth import EMOTIONS, SynthConfig, generate_corpus
+from vqmae.synth import EMOTIONS, SynthConfig, generate_corpus
 
 AAC_FRAME = 1024
 
@@ -83,7 +83,7 @@ def test_files_decode_with_decord(tiny):
 
 
 def test_decoded_pixels_match_generator(tiny):
-    from vqmae.data.synth import plan_corpus, synthesize_clip
+    from vqmae.synth import plan_corpus, synthesize_clip
 
     spec = plan_corpus(SynthConfig(preset="tiny"))[3]
     clip = synthesize_clip(spec)

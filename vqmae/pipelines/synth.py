@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 
-from vqmae.data.synth.corpus import SynthConfig, generate_corpus
+from vqmae.synth.corpus import SynthConfig, generate_corpus
 from vqmae.pipelines.common import UserError, stage_main
 
 DESCRIPTION = """Generate the synthetic audiovisual emotional-speech corpus (the default dataset).

@@ -9,11 +9,11 @@ Modules: ``vocabulary`` (phones, words, sentences, timing) → ``articulation`` 
 ``corpus`` (presets, planning, workers, manifest), ``layouts`` (RAVDESS / CREMA-D naming),
 ``writer`` (PyAV), ``datasheet``, ``analysis`` (simple measurements for tests and benchmarks).
 
-    from vqmae.data.synth import SynthConfig, generate_corpus, synthesize_clip, plan_corpus
+    from vqmae.synth import SynthConfig, generate_corpus, synthesize_clip, plan_corpus
     generate_corpus(SynthConfig(preset="tiny", out="data/tiny"))
 """
 
-from vqmae.data.synth.corpus import (
+from vqmae.synth.corpus import (
     FPS,
     GENERATOR_VERSION,
     PRESETS,
@@ -25,10 +25,10 @@ from vqmae.data.synth.corpus import (
     plan_corpus,
     synthesize_clip,
 )
-from vqmae.data.synth.emotion import EMOTIONS, INTENSITIES
-from vqmae.data.synth.layouts import LAYOUTS, layout_classes
-from vqmae.data.synth.speakers import Speaker, make_speaker
-from vqmae.data.synth.vocabulary import SENTENCES, WORDS
+from vqmae.synth.emotion import EMOTIONS, INTENSITIES
+from vqmae.synth.layouts import LAYOUTS, layout_classes
+from vqmae.synth.speakers import Speaker, make_speaker
+from vqmae.synth.vocabulary import SENTENCES, WORDS
 
 __all__ = [
     "EMOTIONS", "FPS", "GENERATOR_VERSION", "INTENSITIES", "LAYOUTS", "PRESETS", "SENTENCES", "WORDS",

@@ -14,7 +14,7 @@ the dataset adapters can be tested on generated files.
 
 from __future__ import annotations
 
-from vqmae.data.synth.emotion import EMOTIONS
+from vqmae.synth.emotion import EMOTIONS
 
 LAYOUTS: tuple[str, ...] = ("vqmae", "ravdess", "crema-d")
 

@@ -29,8 +29,10 @@ from vqmae.data.manifest import (
     read_manifest,
     write_manifest,
 )
-from vqmae.data.synth.articulation import articulate
-from vqmae.data.synth.emotion import (
+from vqmae.io import read_json
+from vqmae.synth.articulation import articulate
+from vqmae.synth.datasheet import write_datasheet
+from vqmae.synth.emotion import (
     EMOTIONS,
     INTENSITIES,
     affect,
@@ -38,10 +40,10 @@ from vqmae.data.synth.emotion import (
     sample_expressiveness,
     voice_state,
 )
-from vqmae.data.synth.face import Scene, face_tracks, render_frames
-from vqmae.data.synth.layouts import clip_path, container_of, layout_classes
-from vqmae.data.synth.speakers import Speaker, make_speaker, speaker_id, speaker_number, stable_hash
-from vqmae.data.synth.vocabulary import (
+from vqmae.synth.face import Scene, face_tracks, render_frames
+from vqmae.synth.layouts import clip_path, container_of, layout_classes
+from vqmae.synth.speakers import Speaker, make_speaker, speaker_id, speaker_number, stable_hash
+from vqmae.synth.vocabulary import (
     SENTENCES,
     TINY_SENTENCES,
     WORDS,
@@ -49,8 +51,7 @@ from vqmae.data.synth.vocabulary import (
     build_timeline,
     sentence_text,
 )
-from vqmae.data.synth.voice import Recording, synthesize_voice
-from vqmae.io import read_json
+from vqmae.synth.voice import Recording, synthesize_voice
 
 log = logging.getLogger("vqmae")
 
@@ -312,7 +313,7 @@ def clip_record(clip: ClipArrays, path: str, classes: tuple[str, ...]) -> ClipRe
 def _make_one(job: tuple[ClipSpec, str, str, tuple[str, ...]]) -> tuple[dict[str, Any], dict[str, float]]:
     """Worker: synthesise + write one clip; returns (manifest row, timings in seconds: wall
     clock of synthesis and writing, and the process CPU time of both)."""
-    from vqmae.data.synth.writer import write_clip
+    from vqmae.synth.writer import write_clip
 
     spec, root, rel, classes = job
     t0, c0 = time.perf_counter(), time.process_time()
@@ -397,9 +398,9 @@ def generate_corpus(cfg: SynthConfig) -> dict[str, Any]:
                      "preset": cfg.preset, "layout": cfg.layout, "seed": cfg.seed}
     write_manifest(out, records, root=out, name=f"{DATASET_NAME}-{cfg.preset}", classes=list(classes),
                    extra={"synth": summary_synth})
-    from vqmae.data.synth.datasheet import write_datasheet
 
-    write_datasheet(out / "DATASHEET.md", records, cfg, classes=classes, sample_rate=sr, preset=preset)
+    write_datasheet(out / "DATASHEET.md", records, cfg, classes=classes, sample_rate=sr, preset=preset,
+                    generator_version=GENERATOR_VERSION)
     synth_s = float(sum(t["synth_s"] for _, t in results))
     write_s = float(sum(t["write_s"] for _, t in results))
     cpu_s = float(sum(t["cpu_s"] for _, t in results))

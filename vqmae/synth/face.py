@@ -17,10 +17,10 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from vqmae.data.synth.articulation import CONTROL_RATE, Articulation
-from vqmae.data.synth.dsp import smooth
-from vqmae.data.synth.emotion import FaceEmotion
-from vqmae.data.synth.speakers import Speaker
+from vqmae.synth.articulation import CONTROL_RATE, Articulation
+from vqmae.synth.dsp import smooth
+from vqmae.synth.emotion import FaceEmotion
+from vqmae.synth.speakers import Speaker
 
 _SHIFT = 4
 _ONE = 1 << _SHIFT
@@ -81,7 +81,7 @@ def face_tracks(art: Articulation, loudness: np.ndarray, spk: Speaker, emo: Face
     """Per-frame face parameters, each (T,) with T = len(loudness).
 
     ``loudness`` (T,): audio level of each video frame's span, about 1 for the loud frames of the
-    utterance (see :func:`vqmae.data.synth.corpus.frame_loudness`).
+    utterance (see :func:`vqmae.synth.corpus.frame_loudness`).
     """
     n = len(loudness)
     t = (np.arange(n) + 0.5) / fps

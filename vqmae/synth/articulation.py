@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vqmae.data.synth.dsp import smooth
-from vqmae.data.synth.vocabulary import PHONES, Timeline
+from vqmae.synth.dsp import smooth
+from vqmae.synth.vocabulary import PHONES, Timeline
 
 CONTROL_RATE = 200.0
 """Control tracks per second (5 ms hop; 8 per video frame at 25 fps)."""

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vqmae.data.synth.articulation import CONTROL_RATE, Articulation
-from vqmae.data.synth.dsp import convolve, resample, smooth
-from vqmae.data.synth.emotion import VoiceEmotion
-from vqmae.data.synth.speakers import Speaker
-from vqmae.data.synth.vocabulary import VOWELS, Timeline
+from vqmae.synth.articulation import CONTROL_RATE, Articulation
+from vqmae.synth.dsp import convolve, resample, smooth
+from vqmae.synth.emotion import VoiceEmotion
+from vqmae.synth.speakers import Speaker
+from vqmae.synth.vocabulary import VOWELS, Timeline
 
 VOICED_RATE = 16000
 """Rate at which the harmonic (voiced) part is synthesised before resampling."""
