@@ -208,3 +208,111 @@ def _import_all_models() -> None:
             importlib.import_module(mod)
         except ImportError:
             pass
+
+
+# --------------------------------------------------------------------- training checkpoints
+#
+# RUN/checkpoints/step_00000123/   accelerate ``save_state`` files + trainer_state.json
+#
+# A checkpoint is written into ``.tmp_step_N`` and renamed to ``step_N`` once complete
+# (trainer_state.json, written last, lists its files). Old checkpoints are pruned by renaming
+# them to ``.del_step_N`` first, so a kill at any moment leaves only complete ``step_N`` folders
+# plus hidden leftovers, which :func:`clean_stale_checkpoints` removes and :func:`list_checkpoints`
+# never returns. Only checkpoints whose weights and optimizer state are all finite are written
+# (:func:`all_finite`), so the newest checkpoint is always one a run can resume from.
+
+TRAINER_STATE = "trainer_state.json"
+
+
+def _step_of(folder: Path) -> int:
+    try:
+        return int(folder.name.split("_")[1])
+    except (IndexError, ValueError):
+        return -1
+
+
+def is_complete_checkpoint(folder: Path) -> bool:
+    """``step_N`` holding a readable trainer_state.json and every file it lists."""
+    state_path = folder / TRAINER_STATE
+    if not folder.is_dir() or _step_of(folder) < 0 or not state_path.is_file():
+        return False
+    try:
+        files = json.loads(state_path.read_text()).get("files")
+    except (json.JSONDecodeError, OSError, AttributeError):
+        return False
+    return files is None or all((folder / f).exists() for f in files)
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Complete checkpoints of a run (``RUN/checkpoints/step_N``), oldest first."""
+    ckpt = Path(run_dir) / "checkpoints"
+    if not ckpt.is_dir():
+        return []
+    done = [p for p in ckpt.iterdir() if p.name.startswith("step_") and is_complete_checkpoint(p)]
+    return sorted(done, key=_step_of)
+
+
+def clean_stale_checkpoints(checkpoint_dir: str | Path) -> list[Path]:
+    """Remove what an interrupted save or prune left: ``.tmp_*``/``.del_*`` folders and
+    ``step_N`` folders that are empty or incomplete. Returns the removed paths."""
+    import shutil
+
+    folder = Path(checkpoint_dir)
+    if not folder.is_dir():
+        return []
+    stale = [p for p in folder.iterdir() if p.is_dir() and (
+        p.name.startswith((".tmp_step_", ".del_step_"))
+        or (p.name.startswith("step_") and not is_complete_checkpoint(p)))]
+    for p in stale:
+        shutil.rmtree(p, ignore_errors=True)
+    return stale
+
+
+def all_finite(model: nn.Module, optimizer: Any = None) -> bool:
+    """True when every floating-point weight/buffer of ``model`` and every tensor of the
+    optimizer state is finite."""
+    tensors = list(model.state_dict().values())
+    if optimizer is not None:
+        for per_param in optimizer.state.values():
+            tensors += [v for v in per_param.values() if isinstance(v, torch.Tensor)]
+    return all(bool(torch.isfinite(t).all()) for t in tensors if t.is_floating_point())
+
+
+def save_training_checkpoint(accelerator: Any, checkpoint_dir: Path, state: dict[str, Any],
+                             keep: int) -> Path:
+    """``accelerator.save_state`` + trainer_state.json as ``checkpoint_dir/step_N`` (atomic
+    rename), then prune to the newest ``keep`` (0 = keep all); the new one is never pruned."""
+    import os
+    import shutil
+
+    final = checkpoint_dir / f"step_{state['step']:08d}"
+    tmp = checkpoint_dir / f".tmp_{final.name}"
+    main = accelerator.is_main_process
+    if main:
+        clean_stale_checkpoints(checkpoint_dir)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp), safe_serialization=True)
+    accelerator.wait_for_everyone()
+    if main:
+        files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
+        write_json(tmp / TRAINER_STATE, {**state, "files": files})
+        if final.exists():
+            os.replace(final, checkpoint_dir / f".del_{final.name}")
+        os.replace(tmp, final)
+        done = list_checkpoints(checkpoint_dir.parent)
+        old = [p for p in done if p != final][: max(0, len(done) - keep)] if keep > 0 else []
+        for p in old:
+            trash = checkpoint_dir / f".del_{p.name}"
+            os.replace(p, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+        shutil.rmtree(checkpoint_dir / f".del_{final.name}", ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def read_trainer_state(folder: Path) -> dict[str, Any]:
+    """The trainer state saved with a checkpoint (without its file list)."""
+    state = json.loads((folder / TRAINER_STATE).read_text())
+    state.pop("files", None)
+    return state

@@ -1,4 +1,5 @@
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -151,3 +152,50 @@ def test_two_process_data_parallel_equals_one_process_on_combined_batch(tmp_path
         assert torch.equal(r0[k], r1[k]), f"ranks differ in {k}"
         torch.testing.assert_close(r0[k], one[k], rtol=1e-5, atol=1e-6)
     assert not torch.equal(one["0.weight"], fx.make_model().state_dict()["0.weight"])
+
+
+def _poison_after_epoch(bad_epoch):
+    def hook(model, epoch):
+        if epoch == bad_epoch:  # the loss of this epoch was finite; the weights now are not
+            with torch.no_grad():
+                next(model.parameters()).fill_(float("inf"))
+    return hook
+
+
+def test_non_finite_weights_are_never_checkpointed_and_the_newest_finite_one_stays(tmp_path):
+    """Fault 2: a diverging run wrote a NaN/inf checkpoint and pruned the good ones."""
+    cfg = _cfg(epochs=4, checkpoint_every=0, keep_checkpoints=1)
+    model = fx.make_model()
+    run = Run(tmp_path, tensorboard=False)
+    with pytest.raises(NonFiniteLossError, match="non-finite weights after step 16"):
+        fit(model, fx.make_data(), fx.loss_fn, cfg, run, on_epoch_end=_poison_after_epoch(1))
+    run.close()
+    ckpts = list_checkpoints(tmp_path)
+    assert [p.name for p in ckpts] == ["step_00000008"]  # epoch 1's, finite, kept
+    for t in load_file(str(ckpts[-1] / "model.safetensors")).values():
+        assert torch.isfinite(t).all()
+    # and the run is recoverable: --resume continues from it to the end
+    res = fx.train(str(tmp_path), cfg, resume=True)
+    assert res.steps == 32
+    assert all(torch.isfinite(v).all() for v in res.model.state_dict().values())
+
+
+def test_stale_partial_checkpoints_are_cleaned_and_never_resumed_from(tmp_path):
+    """Fault 5: a kill during pruning left an empty/partial checkpoint folder forever."""
+    cfg = _cfg(epochs=2, checkpoint_every=0, keep_checkpoints=5)
+    fx.train(str(tmp_path), cfg)
+    ckpt = tmp_path / "checkpoints"
+    good = list_checkpoints(tmp_path)[-1]
+    assert good.name == "step_00000016"
+    # a later checkpoint folder half-deleted by a killed prune: state file kept, weights gone
+    partial = ckpt / "step_00000099"
+    shutil.copytree(good, partial)
+    (partial / "model.safetensors").unlink()
+    (ckpt / "step_00000100").mkdir()  # emptied
+    (ckpt / ".tmp_step_00000101").mkdir()
+    (ckpt / ".del_step_00000004").mkdir()
+    assert list_checkpoints(tmp_path) == [ckpt / "step_00000008", good]
+    res = fx.train(str(tmp_path), _cfg(epochs=3, checkpoint_every=0, keep_checkpoints=5), resume=True)
+    assert res.steps == 24
+    left = sorted(p.name for p in ckpt.iterdir())
+    assert left == ["step_00000008", "step_00000016", "step_00000024"]
