@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from vqmae.config import setting
+
 DEFAULT_CHUNK = 1024
 
 
@@ -115,11 +117,11 @@ def nt_xent(a: torch.Tensor, b: torch.Tensor, temperature: float = 0.5) -> torch
 class LossConfig:
     """Weights of the pretraining loss terms."""
 
-    audio_weight: float = 1.0
-    visual_weight: float = 1.0
-    contrastive_weight: float = 0.0
+    audio_weight: float = setting(1.0, ge=0)
+    visual_weight: float = setting(1.0, ge=0)
+    contrastive_weight: float = setting(0.0, ge=0)
     """NT-Xent between attention-pooled audio and visual clip vectors (0 = off)."""
-    temperature: float = 0.5
+    temperature: float = setting(0.5, gt=0)
 
 
 def mae_loss(out: dict[str, torch.Tensor], cfg: LossConfig, modalities: tuple[str, ...]

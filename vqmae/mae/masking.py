@@ -22,6 +22,8 @@ from typing import Literal
 import numpy as np
 import torch
 
+from vqmae.config import setting
+
 MaskKind = Literal["random", "tube", "frame"]
 
 
@@ -123,13 +125,13 @@ class MaskingConfig:
     Unimodal models always use their fixed ratio."""
     dirichlet_alpha: tuple[float, float] = (1.0, 1.0)
     """(visual, audio) concentration; (1, 1) draws r_visual uniformly and r_audio = 1 − r_visual."""
-    audio_ratio: float = 0.5
-    visual_ratio: float = 0.5
+    audio_ratio: float = setting(0.5, ge=0, le=1, help="Masked share of the audio patches (fixed mode).")
+    visual_ratio: float = setting(0.5, ge=0, le=1, help="Masked share of the visual patches (fixed mode).")
     audio_kind: MaskKind = "random"
     visual_kind: MaskKind = "random"
-    min_keep: int = 1
+    min_keep: int = setting(1, ge=0)
     """At least this many visible patches (groups for tube/frame masks) per modality."""
-    min_masked: int = 1
+    min_masked: int = setting(1, ge=0)
     """At least this many masked patches per modality (so every loss term is defined)."""
 
     def ratios(self, modalities: tuple[str, ...], generator: torch.Generator) -> dict[str, float]:
