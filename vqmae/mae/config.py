@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from vqmae.config import ConfigError, config_from_dict, config_to_dict
+from vqmae.config import ConfigError, config_from_dict, config_to_dict, setting
 
 MODALITIES = ("audio", "visual")
 
@@ -35,35 +35,35 @@ class MAEConfig:
     """Modalities the model sees: both (VQ-MAE-AV), ("audio",) (VQ-MAE-S) or ("visual",)."""
     # ---- audio tokens (from the audio tokenizer)
     audio_token_shape: tuple[int, ...] = (64,)
-    audio_codebook_size: int = 256
-    audio_frames: int = 100
+    audio_codebook_size: int = setting(256, ge=2)
+    audio_frames: int = setting(100, ge=1)
     """Token frames per window (2 s at 50 frames/s)."""
-    audio_fps: float = 50.0
+    audio_fps: float = setting(50.0, gt=0)
     audio_patch: tuple[int, ...] = (10, 4)
     """(frames, *per token axis): 10 frames × 4 latent positions = 40 indices per patch."""
-    audio_embed_dim: int = 8
+    audio_embed_dim: int = setting(8, ge=1)
     """Learned embedding size of one code index."""
     # ---- visual tokens (from the visual tokenizer)
     visual_token_shape: tuple[int, ...] = (24, 24)
-    visual_codebook_size: int = 512
-    visual_frames: int = 50
-    visual_fps: float = 25.0
+    visual_codebook_size: int = setting(512, ge=2)
+    visual_frames: int = setting(50, ge=1)
+    visual_fps: float = setting(25.0, gt=0)
     visual_patch: tuple[int, ...] = (5, 4, 4)
     """(frames, height, width) of a tube: 5 × 4 × 4 = 80 indices."""
-    visual_embed_dim: int = 4
+    visual_embed_dim: int = setting(4, ge=1)
     # ---- transformer
-    width: int = 320
-    depth: int = 6
-    heads: int = 4
-    mlp_ratio: float = 2.0
+    width: int = setting(320, ge=1, help="Transformer width.")
+    depth: int = setting(6, ge=1, help="Encoder blocks.")
+    heads: int = setting(4, ge=1, help="Encoder attention heads.")
+    mlp_ratio: float = setting(2.0, gt=0, help="MLP hidden size / width.")
     qkv_bias: bool = False
     fusion: Literal["saf", "caf"] = "saf"
     """saf: one joint self-attention sequence; caf: per-modality cross-attention into the
     concatenation of both, then per-modality blocks."""
-    decoder_depth: int = 3
-    decoder_heads: int = 4
+    decoder_depth: int = setting(3, ge=1, help="Decoder blocks.")
+    decoder_heads: int = setting(4, ge=1, help="Decoder attention heads.")
     decoder_fusion: Literal["saf", "caf"] = "saf"
-    drop_path: float = 0.0
+    drop_path: float = setting(0.0, ge=0, lt=1, help="Stochastic depth rate.")
     pos_init: Literal["random", "sincos"] = "random"
     """Start of the learned positional embeddings: random (paper, truncated normal 0.02) or
     factorised sine-cosine codes of the patch grid (time × token axes), which give a new model
@@ -181,42 +181,24 @@ def divisors(n: int) -> list[int]:
 
 PAPER_DEPTHS = (6, 12, 16, 20)
 
-_PRESETS: dict[str, dict[str, Any]] = {
-    # the published model (REFERENCE.md); depth 6 / 12 / 16 / 20
-    "paper": {},
-    # our default for real datasets: paper tokens, deeper encoder, wider MLP
-    "base": {"depth": 12, "mlp_ratio": 4.0, "pos_init": "sincos"},
-    # the embedded demo corpus on a 2-core CPU (a few minutes of pretraining, 1-s windows): one
-    # video frame × 4 × 4 codes per visual token (16 indices), so a masked token can copy its
-    # neighbour's codes slot for slot; 16-d code embeddings (4-d / 2-d ones could not carry a
-    # patch's codes through the 128-d width: 3 % vs 9 % masked visual accuracy at equal steps)
-    # and sine-cosine starting positions (docs/PRETRAIN.md)
-    "demo": {"width": 128, "depth": 4, "heads": 4, "decoder_depth": 2, "decoder_heads": 4,
-             "mlp_ratio": 2.0, "visual_patch": (1, 4, 4), "visual_embed_dim": 16,
-             "audio_patch": (10, 4), "audio_embed_dim": 16, "pos_init": "sincos"},
-    # unit tests: a few patches, a few thousand parameters
-    "tiny": {"audio_token_shape": (8,), "audio_codebook_size": 16, "audio_frames": 20,
-             "audio_patch": (4, 2), "audio_embed_dim": 4,
-             "visual_token_shape": (6, 6), "visual_codebook_size": 32, "visual_frames": 10,
-             "visual_patch": (2, 2, 2), "visual_embed_dim": 4,
-             "width": 32, "depth": 2, "heads": 2, "decoder_depth": 1, "decoder_heads": 2},
-}
-
-
 def preset_names() -> list[str]:
-    return list(_PRESETS)
+    """The named architectures of ``vqmae/presets/mae.yaml``."""
+    from vqmae.presets import preset_names as names
+
+    return names("mae")
 
 
 def mae_preset(name: str = "paper", **overrides: Any) -> MAEConfig:
-    """A named config: ``paper`` (``depth=6|12|16|20``), ``base``, ``demo`` or ``tiny``.
+    """A named config of ``vqmae/presets/mae.yaml``: ``paper`` (published depths 6/12/16/20),
+    ``base``, ``demo`` or ``tiny``.
 
     Keyword overrides replace any field, e.g. ``mae_preset("paper", depth=12, fusion="caf")``.
     """
-    if name not in _PRESETS:
-        raise MAEConfigError(f"unknown MAE preset '{name}' (known: {', '.join(_PRESETS)})")
-    if name == "paper" and "depth" in overrides and overrides["depth"] not in PAPER_DEPTHS:
-        pass  # other depths are allowed; the published ones are 6/12/16/20
-    data = {**_PRESETS[name], **overrides}
+    from vqmae.presets import preset_values
+
+    if name not in preset_names():
+        raise MAEConfigError(f"unknown MAE preset '{name}' (known: {', '.join(preset_names())})")
+    data = {**preset_values("mae", name), **overrides}
     return config_from_dict(MAEConfig, data)
 
 
