@@ -70,9 +70,12 @@ def _refuse_pickles(folder: Path) -> None:
         )
 
 
-def read_model_config(folder: str | Path) -> dict[str, Any]:
-    """Read and check ``config.json`` of a model folder."""
-    folder = Path(folder)
+def read_model_config(folder: str | Path, revision: str | None = None) -> dict[str, Any]:
+    """Read and check ``config.json`` of a model folder (or hub id ``org/name``, see
+    :func:`vqmae.hub.resolve_model_folder`)."""
+    from vqmae.hub import resolve_model_folder
+
+    folder = resolve_model_folder(folder, revision)
     _refuse_pickles(folder)
     if not folder.is_dir():
         raise ModelFolderError(f"{folder}: not a model folder (expected a directory)")
@@ -138,8 +141,11 @@ class PretrainedModel(nn.Module):
         """Extra JSON-safe facts written into config.json (override to add)."""
         return {}
 
-    def save_pretrained(self, folder: str | Path, metadata: dict[str, Any] | None = None) -> Path:
-        """Write ``config.json`` + ``model.safetensors`` into ``folder`` (each file atomically)."""
+    def save_pretrained(self, folder: str | Path, metadata: dict[str, Any] | None = None,
+                        card: dict[str, Any] | None = None) -> Path:
+        """Write ``config.json`` + ``model.safetensors`` + a ``README.md`` model card into ``folder``
+        (each file atomically). ``card``: extra model-card inputs (training_command, datasets,
+        license, results, sections; see :func:`vqmae.model_card.model_card`)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         if not self.architecture:
@@ -157,12 +163,25 @@ class PretrainedModel(nn.Module):
             **(metadata or {}),
         }
         write_json(folder / CONFIG_NAME, meta)
+        from vqmae.model_card import write_model_card
+
+        write_model_card(folder, meta, model=self, **(card or {}))
         return folder
 
     @classmethod
-    def from_pretrained(cls: type[M], folder: str | Path, strict: bool = True) -> M:
-        """Load a model folder written by ``save_pretrained`` (CPU tensors, eval mode)."""
-        folder = Path(folder)
+    def from_pretrained(cls: type[M], folder: str | Path, strict: bool = True, *, revision: str | None = None,
+                        cache_dir: str | Path | None = None, token: str | bool | None = None,
+                        local_files_only: bool = False) -> M:
+        """Load a model folder written by ``save_pretrained`` (CPU tensors, eval mode).
+
+        ``folder``: a local folder, or a hub id ``org/name`` (optional ``revision``) fetched with
+        ``huggingface_hub.snapshot_download`` through the hub cache (``HF_HUB_OFFLINE=1`` works
+        when cached). ``model.pretrained_path`` is the local folder it was read from."""
+        from vqmae.hub import is_hub_id, resolve_model_folder
+
+        hub_id = str(folder) if is_hub_id(folder) else ""
+        folder = resolve_model_folder(folder, revision, cache_dir=cache_dir, token=token,
+                                      local_files_only=local_files_only)
         meta = read_model_config(folder)
         arch = meta["architecture"]
         target: type[PretrainedModel] = cls
@@ -183,31 +202,68 @@ class PretrainedModel(nn.Module):
                 f"(missing {missing[:5]}, unexpected {unexpected[:5]})"
             )
         model.eval()
+        model.pretrained_path = str(folder)
+        model.hub_id = hub_id or getattr(model, "hub_id", "")
         return model  # type: ignore[return-value]
 
 
-def load_pretrained(folder: str | Path) -> PretrainedModel:
-    """Load any registered vqmae model folder."""
-    _import_all_models()
-    meta = read_model_config(folder)
+def load_pretrained(folder: str | Path, revision: str | None = None, **hub_kwargs: Any) -> PretrainedModel:
+    """Load any vqmae model folder (or hub id ``org/name``, optional ``revision``; ``hub_kwargs``:
+    cache_dir, token, local_files_only), whatever architecture of the package it holds."""
+    from vqmae.hub import is_hub_id, resolve_model_folder
+
+    hub_id = str(folder) if is_hub_id(folder) else ""
+    local = resolve_model_folder(folder, revision, **hub_kwargs)
+    failed = _import_all_models()
+    meta = read_model_config(local)
     cls = _REGISTRY.get(meta["architecture"])
     if cls is None:
+        why = f"; modules that failed to import: {failed}" if failed else ""
         raise ModelFolderError(
             f"{folder}: unknown architecture '{meta['architecture']}' "
-            f"(known: {', '.join(sorted(_REGISTRY))})"
+            f"(known: {', '.join(sorted(_REGISTRY))}{why})"
         )
-    return cls.from_pretrained(folder)
+    model = cls.from_pretrained(local)
+    model.hub_id = hub_id
+    return model
 
 
-def _import_all_models() -> None:
-    """Import the modules that register architectures (lazily, to keep the CLI fast)."""
+_MODEL_MODULES: list[str] | None = None
+
+
+def model_modules() -> list[str]:
+    """The package's modules that define architectures (a line starting ``@register_model(``),
+    found by reading the sources once, so that a new model module needs no list to be updated."""
+    global _MODEL_MODULES
+    if _MODEL_MODULES is None:
+        import re
+
+        root = Path(__file__).resolve().parent
+        pattern = re.compile(r"^@register_model\(", re.MULTILINE)
+        mods = []
+        for path in sorted(root.rglob("*.py")):
+            try:
+                text = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
+                continue
+            if path != Path(__file__).resolve() and pattern.search(text):
+                mods.append(".".join(path.relative_to(root.parent).with_suffix("").parts))
+        _MODEL_MODULES = mods
+    return list(_MODEL_MODULES)
+
+
+def _import_all_models() -> dict[str, str]:
+    """Import every module that registers architectures (lazily, to keep the CLI fast).
+    Returns ``{module: error}`` of those that failed to import."""
     import importlib
 
-    for mod in ("vqmae.tokenizers", "vqmae.mae"):
+    failed = {}
+    for mod in model_modules():
         try:
             importlib.import_module(mod)
-        except ImportError:
-            pass
+        except ImportError as e:
+            failed[mod] = f"{type(e).__name__}: {e}"
+    return failed
 
 
 # --------------------------------------------------------------------- training checkpoints
