@@ -26,9 +26,11 @@ def stage_main(
     run_fn: Callable[[C], Any],
     argv: list[str] | None,
     base: dict[str, Any] | None = None,
+    presets: str | None = None,
 ) -> int:
     """Parse ``argv`` into ``config_cls`` (``--help`` lists every key) and call ``run_fn(cfg)``.
 
+    ``presets="<stage>"``: the config's ``preset`` names one of ``vqmae/presets/<stage>.yaml``.
     Config errors and :class:`UserError` exit with code 2 and a one-line message.
     ``run_fn`` may return an int exit code.
     """
@@ -41,7 +43,7 @@ def stage_main(
         return 0
     setup_logging()
     try:
-        cfg = parse_config(config_cls, argv, base=base)
+        cfg = parse_config(config_cls, argv, base=base, presets=presets)
     except ConfigError as e:
         print(f"vqmae {prog}: config error: {e}", file=sys.stderr)
         return 2
