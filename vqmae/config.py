@@ -248,6 +248,18 @@ def _unknown_key(cls: type, name: str, prefix: str) -> ConfigError:
     return ConfigError(f"unknown config key '{prefix}{name}' for {cls.__name__}{hint}")
 
 
+def _default_dict(f: dataclasses.Field) -> dict[str, Any]:
+    """The default of a nested-dataclass field as a dict (``{}`` for other fields), so that
+    ``train.epochs=3`` on a field whose default differs from its class's keeps the rest of it."""
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        default = f.default_factory()  # type: ignore[misc]
+    else:
+        default = f.default
+    if dataclasses.is_dataclass(default) and not isinstance(default, type):
+        return config_to_dict(default)
+    return {}
+
+
 def _build(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     types_ = _field_types(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -256,6 +268,8 @@ def _build(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
         name = str(raw_name).replace("-", "_")
         if name not in types_:
             raise _unknown_key(cls, name, prefix)
+        if isinstance(value, dict):  # nested settings keep the field's other defaults
+            value = _merge(_default_dict(fields[name]), value)
         kwargs[name] = _coerce(value, types_[name], prefix + name)
         _check_range(fields[name], kwargs[name], prefix + name)
     try:

@@ -13,25 +13,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from vqmae.data.folds import Fold, make_folds, write_folds
+from vqmae.data.memory_store import MemoryTokenStore
 from vqmae.data.token_store import TokenStore
 from vqmae.data.token_writer import synthetic_provenance, write_token_store
 from vqmae.evaluation import noise as N
-from vqmae.evaluation.memory import MemoryTokenStore
-from vqmae.evaluation.protocol import (
-    Experiment,
-    ProtocolConfig,
-    evaluate_model,
-    finetune_train_config,
-    fold_clips,
-    infer_task,
-    run_experiment,
-    subsample,
-    train_fold,
-)
+from vqmae.evaluation.experiments import Experiment, run_experiment
+from vqmae.evaluation.fold_training import train_fold
+from vqmae.evaluation.protocol import ProtocolConfig, finetune_train_config
+from vqmae.evaluation.scoring import evaluate_model
+from vqmae.evaluation.splits import fold_clips, subsample
+from vqmae.evaluation.task import infer_task
 from vqmae.mae import VQMAEAV, mae_preset
 from vqmae.mae.classifier import EmotionClassifier
 from vqmae.pipelines import evaluate as evaluate_stage
 from vqmae.pipelines import finetune as finetune_stage
+from vqmae.presets import preset_values
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -307,7 +303,7 @@ def test_finetune_and_evaluate_commands(store, mae_dir, tmp_path, caplog):
 
 def test_finetune_errors(store, mae_dir, tmp_path, capsys):
     assert finetune_stage.main([f"--tokens={store.root}", f"--out={tmp_path}"]) == 2
-    assert "--init is required" in capsys.readouterr().err
+    assert "missing required setting(s): init" in capsys.readouterr().err
     other = tmp_path / "other_mae"
     VQMAEAV(mae_preset("tiny", visual_codebook_size=64)).save_pretrained(other)
     assert finetune_stage.main([f"--tokens={store.root}", f"--init={other}", f"--out={tmp_path / 'o'}"]) == 2
@@ -316,10 +312,12 @@ def test_finetune_errors(store, mae_dir, tmp_path, capsys):
     VQMAEAV(mae_preset("tiny")).save_pretrained(
         stamped, metadata={"token_store": {"provenance": {"audio": {"fingerprint": "0" * 64}}}})
     assert finetune_stage.main([f"--tokens={store.root}", f"--init={stamped}", f"--out={tmp_path / 'p'}"]) == 2
-    assert "pretrained on audio tokens of tokenizer 000000000000" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "pretrained on audio tokens of tokenizer " + "0" * 64 in err
+    assert store.provenance["audio"]["fingerprint"] in err  # names both tokenizers
     assert finetune_stage.main(["preset=nope"]) == 2
     cfg = finetune_stage.make_config("demo", tokens="x", train={"epochs": 7})
-    assert cfg.train.epochs == 7 and cfg.train.batch_size == finetune_stage.PRESETS["demo"]["train"]["batch_size"]
+    assert cfg.train.epochs == 7 and cfg.train.batch_size == preset_values("finetune", "demo")["train"]["batch_size"]
     assert cfg.preset == "demo"
 
 

@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from vqmae.evaluation.protocol import Task, evaluate_model, prediction_rows
 from vqmae.evaluation.results import summarize, write_results
+from vqmae.evaluation.scoring import evaluate_model, prediction_rows
+from vqmae.evaluation.task import Task
 from vqmae.io import write_jsonl
 from vqmae.pipelines.common import UserError, stage_main
 from vqmae.runs import log
