@@ -11,6 +11,7 @@ import torch
 from support.media import write_clip
 
 from vqmae.data.token_writer import tokenizer_provenance
+from vqmae.evaluation.prediction import load_models
 from vqmae.mae import cfg_for_store
 from vqmae.mae.classifier import ClassifierConfig, EmotionClassifier
 from vqmae.pipelines import predict as predict_stage
@@ -54,7 +55,7 @@ def model_dir(tmp_path_factory) -> Path:
 
 def test_predict_mp4_probabilities_sum_to_one(model_dir, tmp_path):
     clips = [write_clip(tmp_path / "a.mp4", seconds=1.0, seed=1),
-             write_clip(tmp_path / "b.mp4", seconds=0.3, seed=2)]  # shorter than one window
+             write_clip(tmp_path / "b.mp4", seconds=0.6, seed=2)]  # longer than one window, shorter than two
     out = tmp_path / "pred.json"
     rc = predict_stage.main(["--model", str(model_dir / "fold_0" / "model"), str(clips[0]), str(clips[1]),
                              str(tmp_path / "missing.mp4"), "--out", str(out)])
@@ -67,7 +68,7 @@ def test_predict_mp4_probabilities_sum_to_one(model_dir, tmp_path):
         assert p["label"] == max(p["probabilities"], key=p["probabilities"].get)
         assert isinstance(p["arousal"], float) and isinstance(p["valence"], float)
     assert res["predictions"][0]["windows"] == 3  # 1 s in 0.4-s windows: 0, 0.4, and one ending at 1 s
-    assert res["errors"] == [{"file": str(tmp_path / "missing.mp4"), "error": "file not found"}]
+    assert res["errors"] == [{"file": str(tmp_path / "missing.mp4"), "kind": "missing", "error": "file not found"}]
 
 
 def test_predict_averages_fold_models_and_reports_bad_files(model_dir, tmp_path, capsys):
@@ -80,7 +81,7 @@ def test_predict_averages_fold_models_and_reports_bad_files(model_dir, tmp_path,
     assert sum(res["predictions"][0]["probabilities"].values()) == pytest.approx(1.0, abs=1e-6)
     assert res["errors"][0]["file"] == str(bad)
     # one fold model alone gives other probabilities than the average of two
-    single = predict_stage.predict_files(predict_stage._load_models(str(model_dir / "fold_1" / "model")),
+    single = predict_stage.predict_files(load_models(str(model_dir / "fold_1" / "model")),
                                          [str(clip)], predict_stage.PredictConfig())
     assert single["predictions"][0]["probabilities"] != res["predictions"][0]["probabilities"]
 

@@ -260,19 +260,19 @@ def test_tokenizer_that_changes_while_encoding_is_refused(tmp_path, capsys, monk
     assert not list((tmp_path / "store" / "parts").glob("*.json"))
 
 
-def test_encoder_gives_cores_back_only_when_the_loader_workers_are_busy():
-    from vqmae.pipelines.tokenize import _give_cores_back_if_workers_busy
+def test_thread_counts_come_from_the_settings_and_are_recorded(corpus, tmp_path, monkeypatch):
+    """Thread counts are fixed by settings (never by the machine's load) and saved with the run."""
+    from vqmae.data import tokenize_job
 
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(2)
-        light = {"t_load": 0.5, "t_prepare": 0.1, "t_encode": 5.0}  # decoding only: keep every core
-        _give_cores_back_if_workers_busy(light, workers=1)
-        assert torch.get_num_threads() == 2
-        busy = {"t_load": 3.0, "t_prepare": 1.0, "t_encode": 5.0}   # tiny tokenizers: share the cores
-        _give_cores_back_if_workers_busy(busy, workers=1)
-        assert torch.get_num_threads() == 1
-        _give_cores_back_if_workers_busy(busy, workers=1)           # never below one thread
-        assert torch.get_num_threads() == 1
-    finally:
-        torch.set_num_threads(before)
+    assert not hasattr(tokenize_job, "_give_cores_back_if_workers_busy")
+    seen = []
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: seen.append(n))
+    out = tmp_path / "store"
+    assert tokenize.main(_args(corpus, out, "--limit", "4", "threads=1", "num_workers=0")) == 0
+    assert seen == [1]  # set once, from the setting; never changed while encoding
+    run = json.loads((out / "tokenize_config.json").read_text())
+    assert run["threads"] == 1 and run["num_workers"] == 0
+    auto = tmp_path / "auto"
+    assert tokenize.main(_args(corpus, auto, "--limit", "4")) == 0
+    run = json.loads((auto / "tokenize_config.json").read_text())
+    assert run["threads"] >= 1 and run["num_workers"] >= 1  # the resolved values, not 0 / -1

@@ -153,6 +153,7 @@ def make_corpus(folder: Path, n: int = 30, broken: tuple[int, ...] = (), seed: i
 
 
 def store_files(root: Path) -> dict[str, bytes]:
-    """Every file of a store folder (relative path -> bytes), lock file excluded."""
+    """Every file of a store folder (relative path -> bytes), lock file and the run's settings
+    record (tokenize_config*.json: paths, thread counts) excluded."""
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and p.name != ".lock"}
+            if p.is_file() and p.name != ".lock" and not p.name.startswith("tokenize_config")}

@@ -16,7 +16,7 @@ from vqmae.tokenizers import (
     load_tokenizer,
     visual_preset,
 )
-from vqmae.tokenizers.frames import AudioFrameDataset, ClipSpan, FrameSet
+from vqmae.data.frames import AudioFrameDataset, ClipSpan, FrameSet
 
 # ------------------------------------------------------------------ the reference layer lists
 # (kind, in, out, kernel, stride, padding, bias) in module order, from ../shared/REFERENCE.md

@@ -5,8 +5,9 @@
     ds = AudioFrameDataset(frames, context=2)      # item: (1 + 2·context, F) power windows
     ds = VisualFrameDataset(frames)                # item: (3, s, s) float in [-0.5, 0.5]
 
-* Each clip is decoded once with :func:`vqmae.data.clips.load_aligned_clip` (audio: optionally
-  only its audio track, which skips video decoding and face crops) and turned into the
+* Each clip is decoded once with :func:`vqmae.data.clips.load_clip` (the clip path of every
+  stage, with its checks; audio: optionally only its audio track, which skips video decoding and
+  face crops) and turned into the
   tokenizer's input frames with ``tokenizer.prepare``: power STFT frames (float32) for audio,
   face crops at the tokenizer's size (uint8, 3× smaller than floats) for video, every
   ``frame_stride``-th frame. Clips that fail to decode are skipped with a warning.
@@ -31,6 +32,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from vqmae.data.clips import MODALITIES, ClipConfig, load_clip, resolve_clip_config
 from vqmae.data.manifest import ClipRecord, Manifest
 from vqmae.tokenizers.base import Tokenizer
 
@@ -58,7 +60,7 @@ class FrameDataConfig:
     backend: str = ""
     """Media backend (auto | decord | pyav); empty: the dataset's / auto."""
     audio_only_decode: bool = True
-    """Audio tokenizer: decode only the audio track (same samples as load_aligned_clip, no
+    """Audio tokenizer: decode only the audio track (same samples as the full clip path, no
     video decoding or face crops)."""
     seed: int = 0
     """Seed of the held-out speaker choice."""
@@ -150,54 +152,21 @@ def evenly(items: Sequence[Any], k: int) -> list[Any]:
 # ----------------------------------------------------------------------------- loading
 
 
-def clip_config_for(manifest: Manifest, data: FrameDataConfig, tokenizer: Tokenizer):
-    """The ClipConfig to decode this dataset with (dataset.json's media settings + overrides)."""
-    from vqmae.data.clips import ClipConfig, clip_config_for_dataset
-
-    overrides: dict[str, Any] = {}
-    if data.detect_faces is not None:
-        overrides["detect_faces"] = data.detect_faces
-    if data.backend:
-        overrides["backend"] = data.backend
-    if tokenizer.modality == "audio":
-        overrides["sample_rate"] = tokenizer.sample_rate  # type: ignore[attr-defined]
-    if manifest.path is not None:
-        return clip_config_for_dataset(manifest.path, **overrides)
-    return ClipConfig(**overrides)
+def clip_config_for(manifest: Manifest, data: FrameDataConfig, tokenizer: Tokenizer) -> ClipConfig:
+    """The ClipConfig to decode this dataset with: :func:`vqmae.data.clips.resolve_clip_config`
+    of the dataset's media settings, the tokenizer's rate and the ``data`` overrides (the same
+    call ``vqmae tokenize`` makes)."""
+    return resolve_clip_config(manifest.path, {tokenizer.modality: tokenizer},
+                               detect_faces=data.detect_faces, backend=data.backend)
 
 
-def _aligned_audio_only(path: str, clip_cfg, silence_peak: float) -> np.ndarray:
-    """The audio of ``load_aligned_clip`` without decoding the video: the frame count comes from
-    the header (T = floor(video duration × fps)), then the same shift, cut and peak normalisation."""
-    from vqmae.data.clips import align_audio
-    from vqmae.data.media import load_audio, probe
-
-    info = probe(path)
-    spf = clip_cfg.samples_per_frame
-    wave = load_audio(path, sample_rate=clip_cfg.sample_rate, backend=clip_cfg.backend, info=info)
-    offset = int(round((info.audio_start - info.video_start) * clip_cfg.sample_rate)) if info.has_video else 0
-    frames = int(round((wave.shape[0] + offset) / spf))
-    if info.has_video and info.video_duration > 0:
-        frames = min(frames, int(math.floor(info.video_duration * clip_cfg.fps + 1e-6)))
-    audio = align_audio(wave, max(frames, 0), spf, offset)
-    peak = float(np.abs(audio).max()) if audio.size else 0.0
-    if clip_cfg.peak_normalize and peak > silence_peak:
-        audio = audio / peak
-    return audio
-
-
-def _decode_one(path: str, tokenizer: Tokenizer, clip_cfg, data: FrameDataConfig,
+def _decode_one(path: str, tokenizer: Tokenizer, clip_cfg: ClipConfig, data: FrameDataConfig,
                 keep_wave: bool) -> tuple[torch.Tensor, np.ndarray | None]:
-    from vqmae.data.clips import SILENCE_PEAK, load_aligned_clip
-
     if tokenizer.modality == "audio":
-        if data.audio_only_decode:
-            wave = _aligned_audio_only(path, clip_cfg, SILENCE_PEAK)
-        else:
-            wave = load_aligned_clip(path, clip_cfg).audio
-        wave = np.ascontiguousarray(wave, dtype=np.float32)
+        modalities = ("audio",) if data.audio_only_decode else MODALITIES
+        wave = np.ascontiguousarray(load_clip(path, clip_cfg, modalities).audio, dtype=np.float32)
         return tokenizer.prepare(torch.from_numpy(wave)), (wave if keep_wave else None)
-    faces = load_aligned_clip(path, clip_cfg).faces[:: max(1, data.frame_stride)]
+    faces = load_clip(path, clip_cfg).faces[:: max(1, data.frame_stride)]
     return input_to_uint8(tokenizer.prepare(torch.from_numpy(np.ascontiguousarray(faces)))), None
 
 

@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from vqmae.config import setting
 from vqmae.data.adapters import AdapterResult, get_adapter
-from vqmae.data.clips import SILENCE_PEAK, ClipConfig, clip_config_dict, load_aligned_clip
+from vqmae.data.clips import MIN_CLIP_SECONDS, ClipConfig, clip_config_dict, load_clip
 from vqmae.data.folds import FOLDS_NAME, FoldsError, folds_meta, load_or_make_folds, read_folds_meta
 from vqmae.data.manifest import ClipRecord, write_manifest
 from vqmae.data.media import MediaError, probe
@@ -45,7 +46,7 @@ class PrepareConfig:
     """Output folder: manifest.jsonl, dataset.json, folds.json, errors.jsonl, face_cache/."""
     protocol: str = ""
     """Fold protocol: kfold | loso | ravdess6 | cremad5 | split | none ('' = the dataset's default)."""
-    k: int = 5
+    k: int = setting(5, ge=2)
     seed: int = 0
     val_speakers: int | float | None = None
     """Validation speakers per fold: null = next group (loso: 10 %), int = count, float = fraction."""
@@ -62,11 +63,11 @@ class PrepareConfig:
     face_margin: float = 0.25
     backend: Literal["auto", "decord", "pyav"] = "auto"
     """Media backend."""
-    min_duration: float = 0.5
+    min_duration: float = setting(MIN_CLIP_SECONDS, ge=0)
     """Clips shorter than this (seconds of aligned audio + video) are rejected as too_short."""
-    workers: int = 0
+    workers: int = setting(0, ge=0)
     """Worker processes (0 = min(4, CPUs))."""
-    timeout: float = 120.0
+    timeout: float = setting(120.0, gt=0)
     """Seconds one file may take before its worker is killed (error kind 'timeout')."""
     csv_file: str = ""
     """csv adapter: the CSV (default <root>/labels.csv)."""
@@ -102,16 +103,8 @@ def check_file(path: str, opts: dict[str, Any]) -> dict[str, Any]:
                "sample_rate": info.sample_rate}
         if opts["check"] == "probe":
             return out
-        cfg = ClipConfig(**opts["clip"])
-        clip = load_aligned_clip(path, cfg)
+        clip = load_clip(path, ClipConfig(**opts["clip"]), min_seconds=opts["min_duration"])
         dur = clip.duration
-        if dur < 0.9 * header - 0.2:
-            raise MediaError(path, f"truncated: {dur:.2f} s decode of {header:.2f} s in the header", kind="truncated")
-        if dur < opts["min_duration"]:
-            raise MediaError(path, f"too short: {dur:.2f} s of aligned audio+video < min_duration "
-                                   f"{opts['min_duration']} s", kind="too_short")
-        if clip.peak <= SILENCE_PEAK:
-            raise MediaError(path, f"silent audio (peak {clip.peak:.1e} <= {SILENCE_PEAK:.0e})", kind="silent")
         out["duration"] = round(dur, 4)
         if clip.face_detected is not None:
             out["face_rate"] = round(float(clip.face_detected.mean()), 4)
@@ -322,6 +315,8 @@ def prepare(cfg: PrepareConfig) -> PrepareResult:
         raise ValueError("dataset, root and out are required (e.g. --dataset ravdess --root DIR --out DIR)")
     if cfg.check not in ("decode", "probe"):
         raise ValueError(f"check must be decode or probe (got {cfg.check!r})")
+    if Path(cfg.out).expanduser().is_file():
+        raise ValueError(f"out: '{cfg.out}' is a file; give a folder (created if missing)")
     t0 = time.monotonic()
     scan, face_centred, default_protocol = _scan(cfg)
     protocol = cfg.protocol or default_protocol

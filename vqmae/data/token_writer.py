@@ -45,6 +45,8 @@ from vqmae.data.token_store import (
 )
 from vqmae.io import atomic_path, read_json, write_json
 
+RUN_CONFIG_NAME = "tokenize_config.json"
+"""The resolved settings of the tokenize run (threads and loader workers included)."""
 PLAN_KEYS_THAT_MUST_MATCH = ("format_version", "manifest_sha256", "num_clips", "modalities",
                              "clips_per_shard", "fingerprints", "clip_config")
 
@@ -93,6 +95,8 @@ def tokenizer_provenance(tok: Any, folder: str | Path | None = None) -> dict[str
 def make_plan(*, manifest_path: str, manifest_rows: list[dict[str, Any]], dataset_name: str,
               classes: list[str], provenance: dict[str, dict[str, Any]], clips_per_shard: int,
               clip_config: dict[str, Any]) -> dict[str, Any]:
+    if clips_per_shard < 1:  # a negative part size made an empty store that verify called OK
+        raise StoreError(f"clips_per_shard must be >= 1, got {clips_per_shard}")
     n = len(manifest_rows)
     return {
         "format": STORE_FORMAT,
@@ -124,6 +128,8 @@ def clear_store(root: Path, modalities: list[str] | None = None) -> None:
     for name in (STORE_JSON, INDEX_NAME, ERRORS_NAME):
         with contextlib.suppress(FileNotFoundError):
             (root / name).unlink()
+    for run_config in root.glob(RUN_CONFIG_NAME.replace(".json", "*.json")):
+        run_config.unlink(missing_ok=True)
     dirs = [PARTS_DIR, *(modalities or [])]
     dirs += [d.name for d in root.iterdir() if d.is_dir() and any(d.glob("shard-*.npy"))]
     for d in sorted(set(dirs)):
@@ -140,6 +146,8 @@ def open_plan(root: Path, plan: dict[str, Any], overwrite: bool) -> dict[str, An
     A folder holding another plan (other manifest, tokenizer or part size) is refused unless
     ``overwrite``; a non-empty folder that is not a store is always refused.
     """
+    if root.is_file():
+        raise StoreError(f"{root}: is a file; give a folder for the token store")
     root.mkdir(parents=True, exist_ok=True)
     plan_file = root / PLAN_NAME
     if plan_file.is_file():

@@ -3,15 +3,15 @@ re-tokenized through the store's audio tokenizer, evaluated with the clean visua
 
 Recipe (per clip, seeded by (seed, clip, noise type, SNR)):
 
-* the clean waveform is decoded exactly as ``vqmae tokenize`` did (the store's ``clip_config``,
-  aligned to the clip's video frames, peak-normalised);
+* the clean waveform is decoded exactly as ``vqmae tokenize`` did (``vqmae.data.clips.load_clip``
+  with the store's ``clip_config``, aligned to the clip's video frames, peak-normalised);
 * white noise: Gaussian; babble: the sum of ``talkers`` clean utterances of *other* speakers
   (random clips of the store, random offsets, looped to length);
 * the noise is scaled so that ``10 log10(P_signal / P_noise) = SNR`` over the clip, added, and the
   mixture peak-normalised again (as a noisy recording would be on loading);
 * the audio tokenizer (folder and fingerprint from the store provenance) encodes the mixture;
   the resulting tokens replace the clip's audio tokens in an in-memory overlay of the store
-  (:class:`~vqmae.evaluation.memory.MemoryTokenStore`), so windows are cut exactly as for the
+  (:class:`~vqmae.data.memory_store.MemoryTokenStore`), so windows are cut exactly as for the
   clean test.
 """
 
@@ -25,8 +25,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from vqmae.data.clips import SILENCE_PEAK, load_clip, resolve_clip_config
+from vqmae.data.memory_store import MemoryTokenStore
 from vqmae.data.token_store import StoreError, TokenStore
-from vqmae.evaluation.memory import MemoryTokenStore
 from vqmae.runs import log
 
 NOISE_TYPES = ("white", "babble")
@@ -65,8 +66,9 @@ def babble_noise(n: int, sources: Sequence[np.ndarray], rng: np.random.Generator
 
 
 def peak_normalize(x: np.ndarray) -> np.ndarray:
+    """Peak-normalise as the clip path does (silent audio, peak <= SILENCE_PEAK, is left as is)."""
     peak = float(np.abs(x).max()) if x.size else 0.0
-    return (x / peak).astype(np.float32) if peak > 1e-4 else x.astype(np.float32)
+    return (x / peak).astype(np.float32) if peak > SILENCE_PEAK else x.astype(np.float32)
 
 
 def _seed(*parts: Any) -> int:
@@ -83,16 +85,14 @@ def default_audio_loader(store: TokenStore) -> Callable[[int], np.ndarray]:
                          f"'{manifest}' is not found")
     m = read_manifest(manifest)
     by_id = m.by_id()
-    clip_config = dict(store.meta.get("clip_config", {}))
+    # faces are not needed: the audio-only path gives the samples of the full path
+    clip_cfg = resolve_clip_config(store.meta.get("clip_config", {}), detect_faces=False)
 
     def load(i: int) -> np.ndarray:
-        from vqmae.pipelines.tokenize import _default_loader
-
         c = store.clips[i]
         rec = by_id.get(c.id)
         path = m.media_path(rec) if rec is not None else Path(m.root) / c.path
-        # faces are not needed: skip detection (alignment of the audio does not depend on it)
-        clip = _default_loader(str(path), {**clip_config, "detect_faces": False})
+        clip = load_clip(str(path), clip_cfg, modalities=("audio",), check=False)
         return np.asarray(clip.audio, dtype=np.float32)
 
     return load

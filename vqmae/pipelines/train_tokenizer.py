@@ -6,7 +6,7 @@
 
 The preset picks the model config (``audio`` / ``visual`` section) and the training defaults
 (``train`` section); every key can still be overridden. Clips are decoded once and held in
-memory (``vqmae.tokenizers.frames``); whole speakers are held out for validation.
+memory (``vqmae.data.frames``); whole speakers are held out for validation.
 
 Outputs in ``--out``:
     config.yaml, metrics.jsonl, train.log, tb/, checkpoints/   (the run folder; --resume continues)
@@ -31,6 +31,15 @@ from typing import Any, Literal
 import torch
 
 from vqmae.config import ConfigError, config_to_dict, parse_config
+from vqmae.data.frames import (
+    FrameDataConfig,
+    FrameSet,
+    collate_frames,
+    evenly,
+    frame_dataset,
+    load_frames,
+    split_speakers,
+)
 from vqmae.data.manifest import read_manifest
 from vqmae.io import atomic_path, read_jsonl, write_json
 from vqmae.pipelines.common import UserError, stage_main
@@ -43,15 +52,6 @@ from vqmae.tokenizers import (
     audio_preset,
     build_tokenizer,
     visual_preset,
-)
-from vqmae.tokenizers.frames import (
-    FrameDataConfig,
-    FrameSet,
-    collate_frames,
-    evenly,
-    frame_dataset,
-    load_frames,
-    split_speakers,
 )
 from vqmae.tokenizers.metrics import (
     code_histogram,
