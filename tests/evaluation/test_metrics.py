@@ -17,8 +17,19 @@ from vqmae.evaluation.plots import plot_confusion, plot_label_efficiency, plot_n
 from vqmae.evaluation.results import fmt_metric, results_markdown, summarize, write_results
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_classification_metrics_agree_with_sklearn(seed):
+def _reference(y, p, C):
+    """An independent numpy formulation (the re-implementation vqmae used before scikit-learn)."""
+    cm = np.zeros((C, C), dtype=np.int64)
+    np.add.at(cm, (y, p), 1)
+    support, predicted, tp = cm.sum(1), cm.sum(0), np.diag(cm).astype(float)
+    recall = tp[support > 0] / support[support > 0]
+    present = (support + predicted) > 0
+    f1 = np.where(support + predicted > 0, 2 * tp / np.maximum(support + predicted, 1), 0.0)
+    return {"cm": cm, "war": float(np.mean(y == p)), "uar": float(recall.mean()), "macro_f1": float(f1[present].mean())}
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_classification_metrics_agree_with_sklearn_and_a_reference(seed):
     rng = np.random.default_rng(seed)
     C = 6
     n = int(rng.integers(5, 60))
@@ -27,18 +38,33 @@ def test_classification_metrics_agree_with_sklearn(seed):
     p = np.where(rng.random(n) < 0.6, y, rng.integers(0, C, n))
     if seed % 2:
         y = np.where(y == 5, 4, y)  # class 5 absent from y_true but maybe predicted
+    if seed % 4 == 2:
+        p = np.where(p == 3, 0, p)  # class 3 present in y_true, never predicted
+        assert 3 not in p
     assert M.accuracy(y, p) == pytest.approx(skm.accuracy_score(y, p))
-    with np.errstate(all="ignore"):
-        import warnings
+    import warnings
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            bal = skm.balanced_accuracy_score(y, p)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bal = skm.balanced_accuracy_score(y, p)
     assert M.unweighted_average_recall(y, p, C) == pytest.approx(bal)
     assert M.macro_f1(y, p, C) == pytest.approx(skm.f1_score(y, p, average="macro", zero_division=0))
     np.testing.assert_array_equal(M.confusion_matrix(y, p, C), skm.confusion_matrix(y, p, labels=range(C)))
+    ref = _reference(y, p, C)
     allm = M.classification_metrics(y, p, C)
     assert set(allm) == {"war", "uar", "macro_f1"}
+    for k in allm:
+        assert allm[k] == pytest.approx(ref[k])
+    np.testing.assert_array_equal(M.confusion_matrix(y, p, C), ref["cm"])
+
+
+def test_classification_metric_edge_cases():
+    assert math.isnan(M.accuracy([], [])) and math.isnan(M.unweighted_average_recall([], [], 3))
+    assert M.confusion_matrix([], [], 3).shape == (3, 3)
+    with pytest.raises(ValueError, match="outside"):
+        M.confusion_matrix([0, 3], [0, 1], 3)  # scikit-learn would drop the clip silently
+    with pytest.raises(ValueError, match="differ"):
+        M.macro_f1([0, 1], [0], 2)
 
 
 def test_uar_weights_classes_equally():

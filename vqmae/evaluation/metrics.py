@@ -1,23 +1,29 @@
 """Evaluation metrics: WAR, UAR, macro-F1, confusion matrix (classification) and CCC (regression).
 
-Pure numpy, on integer labels / predictions ``(N,)``. They agree with scikit-learn
-(``accuracy_score``, ``balanced_accuracy_score``, ``f1_score(average="macro")``,
-``confusion_matrix``; tested in tests/test_metrics.py):
+The classification metrics are scikit-learn's, on integer labels / predictions ``(N,)``, with the
+class set made explicit (``num_classes``) and the edge cases of the protocol fixed (an empty split
+gives NaN, class indices outside ``[0, num_classes)`` are an error, not silently dropped):
 
-* **WAR** (weighted average recall) = accuracy: every clip counts once.
-* **UAR** (unweighted average recall) = the mean of per-class recalls over the classes present
-  in ``y_true`` (scikit-learn's ``balanced_accuracy_score``): every class counts once.
-* **macro-F1** = the mean F1 over the classes present in ``y_true`` or ``y_pred`` (scikit-learn's
-  default label set, ``zero_division=0``).
+* **WAR** (weighted average recall) = ``accuracy_score``: every clip counts once.
+* **UAR** (unweighted average recall) = ``balanced_accuracy_score``: the mean of per-class recalls
+  over the classes present in ``y_true``; every class counts once.
+* **macro-F1** = ``f1_score(average="macro", zero_division=0)``: the mean F1 over the classes
+  present in ``y_true`` or ``y_pred``.
 * **CCC** (Lin's concordance correlation coefficient) =
-  ``2 cov(x, y) / (var x + var y + (mean x - mean y)^2)`` with population (biased) moments.
+  ``2 cov(x, y) / (var x + var y + (mean x - mean y)^2)`` with population (biased) moments
+  (scikit-learn has none).
+
+tests/evaluation/test_metrics.py checks them against an independent numpy formulation on random
+labels, including classes absent from the predictions or from the truth.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
+from sklearn import metrics as skm
 
 
 def _labels(y: Sequence[int] | np.ndarray) -> np.ndarray:
@@ -27,8 +33,7 @@ def _labels(y: Sequence[int] | np.ndarray) -> np.ndarray:
     return arr.astype(np.int64, copy=False)
 
 
-def confusion_matrix(y_true, y_pred, num_classes: int | None = None) -> np.ndarray:
-    """``(C, C)`` int64 counts: row = true class, column = predicted class."""
+def _pair(y_true, y_pred, num_classes: int | None = None) -> tuple[np.ndarray, np.ndarray, int]:
     t, p = _labels(y_true), _labels(y_pred)
     if t.shape != p.shape:
         raise ValueError(f"y_true {t.shape} and y_pred {p.shape} differ in length")
@@ -36,17 +41,21 @@ def confusion_matrix(y_true, y_pred, num_classes: int | None = None) -> np.ndarr
         num_classes = int(max(t.max(initial=-1), p.max(initial=-1)) + 1)
     if t.size and (min(t.min(), p.min()) < 0 or max(t.max(), p.max()) >= num_classes):
         raise ValueError(f"class indices outside [0, {num_classes})")
-    cm = np.zeros((num_classes, num_classes), dtype=np.int64)
-    np.add.at(cm, (t, p), 1)
-    return cm
+    return t, p, num_classes
+
+
+def confusion_matrix(y_true, y_pred, num_classes: int | None = None) -> np.ndarray:
+    """``(C, C)`` int64 counts: row = true class, column = predicted class."""
+    t, p, C = _pair(y_true, y_pred, num_classes)
+    if t.size == 0:
+        return np.zeros((C, C), dtype=np.int64)
+    return skm.confusion_matrix(t, p, labels=np.arange(C)).astype(np.int64)
 
 
 def accuracy(y_true, y_pred) -> float:
     """WAR: the fraction of correct predictions."""
-    t, p = _labels(y_true), _labels(y_pred)
-    if t.size == 0:
-        return float("nan")
-    return float(np.mean(t == p))
+    t, p, _ = _pair(y_true, y_pred, None)
+    return float(skm.accuracy_score(t, p)) if t.size else float("nan")
 
 
 def per_class_recall(y_true, y_pred, num_classes: int | None = None) -> np.ndarray:
@@ -59,23 +68,20 @@ def per_class_recall(y_true, y_pred, num_classes: int | None = None) -> np.ndarr
 
 def unweighted_average_recall(y_true, y_pred, num_classes: int | None = None) -> float:
     """UAR: mean recall over the classes present in ``y_true`` (= balanced accuracy)."""
-    rec = per_class_recall(y_true, y_pred, num_classes)
-    rec = rec[~np.isnan(rec)]
-    return float(rec.mean()) if rec.size else float("nan")
+    t, p, _ = _pair(y_true, y_pred, num_classes)
+    if t.size == 0:
+        return float("nan")
+    with warnings.catch_warnings():  # "y_pred contains classes not in y_true": left out, as meant
+        warnings.simplefilter("ignore", UserWarning)
+        return float(skm.balanced_accuracy_score(t, p))
 
 
 def macro_f1(y_true, y_pred, num_classes: int | None = None) -> float:
     """Mean F1 over the classes that occur in ``y_true`` or ``y_pred`` (0 where undefined)."""
-    t, p = _labels(y_true), _labels(y_pred)
+    t, p, _ = _pair(y_true, y_pred, num_classes)
     if t.size == 0:
         return float("nan")
-    cm = confusion_matrix(t, p, num_classes).astype(np.float64)
-    tp = np.diag(cm)
-    support, predicted = cm.sum(axis=1), cm.sum(axis=0)
-    present = (support + predicted) > 0
-    denom = support + predicted
-    f1 = np.where(denom > 0, 2 * tp / np.maximum(denom, 1e-300), 0.0)
-    return float(f1[present].mean())
+    return float(skm.f1_score(t, p, average="macro", zero_division=0))
 
 
 def classification_metrics(y_true, y_pred, num_classes: int | None = None) -> dict[str, float]:
