@@ -187,32 +187,34 @@ def bundle_tokenizers(model_folder: str | Path, records: dict[str, dict[str, Any
     for m, rec in records.items():
         rec = dict(rec)
         src_name = str(rec.get("dir") or rec.get("tokenizer_dir") or "")
-        if not src_name and rec.get("hub_id"):
-            src_name = str(rec["hub_id"])
-        if is_hub_id(src_name) and not (Path(base_dir or ".") / src_name).exists():
-            src = _tokenizer_model_dir(resolve_model_folder(src_name, rec.get("revision")))
-            rec.update(hub_id=src_name, revision=src.name)
-        else:
-            src = Path(src_name)
-            if not src.is_absolute() and base_dir is not None:
-                src = Path(base_dir) / src
-            src = _tokenizer_model_dir(src)
         dest = model_folder / TOKENIZERS_DIR / m
-        if not src_name or not (src / CONFIG_NAME).is_file():
-            if (dest / CONFIG_NAME).is_file():  # bundled before (a re-save): keep it
-                out[m] = {**rec, "dir": f"{TOKENIZERS_DIR}/{m}"}
-                continue
+        local = None
+        if src_name:
+            local = Path(src_name)
+            if not local.is_absolute():
+                local = Path(base_dir or ".") / local
+            local = _tokenizer_model_dir(local)
+        if local is not None and (local / CONFIG_NAME).is_file() and local.resolve() != dest.resolve():
+            src = local
+        elif (dest / CONFIG_NAME).is_file():  # bundled before (a re-save): keep it
+            out[m] = {**rec, "dir": f"{TOKENIZERS_DIR}/{m}"}
+            continue
+        elif rec.get("hub_id") or is_hub_id(src_name):
+            hub_id = str(rec.get("hub_id") or src_name)
+            snapshot = resolve_model_folder(hub_id, rec.get("revision") or None)
+            src = _tokenizer_model_dir(snapshot)
+            rec.update(hub_id=hub_id, revision=snapshot.name)  # snapshots/<commit>
+        else:
             raise ModelFolderError(f"the {m} tokenizer folder '{src_name}' is not found; cannot bundle it "
                                    f"into {model_folder}")
         fp = folder_fingerprint(src)
         want = rec.get("fingerprint")
         if want and fp and fp != want:
             raise ModelFolderError(f"{src}: tokenizer {fp[:12]}… is not the one recorded ({want[:12]}…)")
-        if src.resolve() != dest.resolve():
-            dest.mkdir(parents=True, exist_ok=True)
-            for name in MODEL_FILES:
-                if (src / name).is_file():
-                    shutil.copy2(src / name, dest / name)
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in MODEL_FILES:
+            if (src / name).is_file():
+                shutil.copyfile(src / name, dest / name)  # (hub cache files are symlinks: copy content)
         out[m] = {**rec, "dir": f"{TOKENIZERS_DIR}/{m}", "fingerprint": fp or want or ""}
         if not rec.get("hub_id"):
             out[m]["source_dir"] = str(src.resolve())
@@ -245,8 +247,9 @@ def resolve_tokenizer_folder(model_folder: str | Path | None, modality: str, rec
                              override: str | Path | None = None) -> Path:
     """The tokenizer folder of ``modality`` for a model, from any working directory: ``override``;
     else inside the model folder (the recorded relative ``dir``, then ``tokenizers/<modality>``);
-    else the recorded hub id (through the hub cache); else the recorded path as given, relative
-    to the model folder's parents, or ``source_dir``. The fingerprint is checked when recorded."""
+    else the recorded ``hub_id`` (through the hub cache); else the recorded path as given (old
+    records: relative to the directory the model was trained from), relative to the model
+    folder's parents, or ``source_dir``. The fingerprint is checked when recorded."""
     want = record.get("fingerprint") or ""
     tried: list[str] = []
 
@@ -270,13 +273,13 @@ def resolve_tokenizer_folder(model_folder: str | Path | None, modality: str, rec
     mf = Path(model_folder) if model_folder is not None else None
     candidates: list[Path] = []
     if mf is not None:
-        if rec_dir and not Path(rec_dir).is_absolute() and not is_hub_id(rec_dir):
+        if rec_dir and not Path(rec_dir).is_absolute():
             candidates.append(mf / rec_dir)
         candidates.append(mf / TOKENIZERS_DIR / modality)
     for c in candidates:
         if (found := ok(c)) is not None:
             return found
-    hub_id = record.get("hub_id") or (rec_dir if is_hub_id(rec_dir) else "")
+    hub_id = record.get("hub_id") or ""
     if hub_id:
         try:
             if (found := ok(resolve_model_folder(hub_id, record.get("revision") or None))) is not None:
@@ -284,7 +287,7 @@ def resolve_tokenizer_folder(model_folder: str | Path | None, modality: str, rec
         except HubError as e:
             tried.append(f"hub {hub_id}: {e}")
     old: list[Path] = []
-    if rec_dir and not is_hub_id(rec_dir):
+    if rec_dir:
         old.append(Path(rec_dir))
         if mf is not None and not Path(rec_dir).is_absolute():
             old += [parent / rec_dir for parent in mf.resolve().parents]
