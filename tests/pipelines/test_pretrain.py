@@ -9,7 +9,7 @@ import torch
 from vqmae.checkpoint import load_pretrained, read_model_config
 from vqmae.data.token_writer import synthetic_provenance, write_token_store
 from vqmae.io import read_jsonl
-from vqmae.mae import VQMAEAV
+from vqmae.mae import VQMAEAV, pretraining
 from vqmae.pipelines import pretrain
 from vqmae.training import list_checkpoints
 
@@ -26,9 +26,7 @@ def structured_tokens(rng, frames, shape, k):
     return codes.astype(np.uint16)
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    root = tmp_path_factory.mktemp("store") / "tokens"
+def make_store(root, fingerprint=""):
     rng = np.random.default_rng(0)
     rows, audio, visual = [], [], []
     for i in range(24):
@@ -37,11 +35,17 @@ def store(tmp_path_factory):
                      "label_name": "abc"[i % 3]})
         audio.append(structured_tokens(rng, round(50 * seconds), (8,), 16))
         visual.append(structured_tokens(rng, round(25 * seconds), (6, 6), 32))
-    prov = {"audio": synthetic_provenance("audio", codebook_size=16, token_shape=(8,), frames_per_second=50.0),
+    prov = {"audio": synthetic_provenance("audio", codebook_size=16, token_shape=(8,), frames_per_second=50.0,
+                                          fingerprint=fingerprint),
             "visual": synthetic_provenance("visual", codebook_size=32, token_shape=(6, 6), frames_per_second=25.0)}
     prov["audio"]["tokenizer_dir"] = "/nowhere/audio_tokenizer"
     write_token_store(root, rows, {"audio": audio, "visual": visual}, prov, classes=["a", "b", "c"])
     return root
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return make_store(tmp_path_factory.mktemp("store") / "tokens")
 
 
 ARGS = ["--preset", "tiny", "window_seconds=0.4", "train.epochs=3", "train.batch_size=4",
@@ -74,7 +78,7 @@ def test_pretrain_resume_matches_uninterrupted_run(store, tmp_path, monkeypatch)
     full = tmp_path / "full"
     assert pretrain.main(["--tokens", str(store), "--out", str(full), *args]) == 0
 
-    original = pretrain.make_loss_fn
+    original = pretraining.make_loss_fn
     calls = {"n": 0}
 
     def crashing(cfg, mae_cfg):
@@ -88,10 +92,10 @@ def test_pretrain_resume_matches_uninterrupted_run(store, tmp_path, monkeypatch)
         return wrapped
 
     out = tmp_path / "interrupted"
-    monkeypatch.setattr(pretrain, "make_loss_fn", crashing)
+    monkeypatch.setattr(pretraining, "make_loss_fn", crashing)
     with pytest.raises(KeyboardInterrupt):
         pretrain.main(["--tokens", str(store), "--out", str(out), *args])
-    monkeypatch.setattr(pretrain, "make_loss_fn", original)
+    monkeypatch.setattr(pretraining, "make_loss_fn", original)
     assert int(list_checkpoints(out)[-1].name.split("_")[1]) == 3
     assert pretrain.main(["--tokens", str(store), "--out", str(out), *args, "--resume"]) == 0
     a, b = load_pretrained(full / "model"), load_pretrained(out / "model")
@@ -125,3 +129,43 @@ def test_patch_sizes_that_do_not_fit_are_a_clear_error(store, tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert "does not fit" in err and "divisors" in err and "preset" in err
+
+
+def test_resume_refuses_another_token_store(store, tmp_path, capsys):
+    """Fault 1: --resume with a different store ran and recorded the new store's fingerprints."""
+    out = tmp_path / "run"
+    args = [*ARGS, "train.epochs=1", "val_fraction=0", "example=false"]
+    assert pretrain.main(["--tokens", str(store), "--out", str(out), *args]) == 0
+    other = make_store(tmp_path / "other", fingerprint="f" * 64)
+    capsys.readouterr()
+    code = pretrain.main(["--tokens", str(other), "--out", str(out), *args, "--resume"])
+    assert code == 2
+    err = capsys.readouterr().err
+    old = json.loads((out / "model" / "config.json").read_text())
+    old_fp = old["token_store"]["provenance"]["audio"]["fingerprint"]
+    assert "--resume" in err and old_fp[:12] in err and "f" * 12 in err and str(other) in err
+    assert "Traceback" not in err
+    # the same store still resumes
+    assert pretrain.main(["--tokens", str(store), "--out", str(out), *args, "--resume"]) == 0
+
+
+def test_diverging_resume_stays_recoverable(store, tmp_path, capsys):
+    """Fault 2 end to end: resuming with lr=1e6 must not leave a NaN/inf checkpoint behind."""
+    from safetensors.torch import load_file
+
+    out = tmp_path / "run"
+    args = [*ARGS, "train.epochs=2", "val_fraction=0", "example=false", "train.keep_checkpoints=1",
+            "train.checkpoint_every=1"]
+    assert pretrain.main(["--tokens", str(store), "--out", str(out), *args]) == 0
+    capsys.readouterr()
+    code = pretrain.main(["--tokens", str(store), "--out", str(out), *args, "train.epochs=6",
+                          "train.lr=1e6", "--resume"])
+    err = capsys.readouterr().err
+    assert code == 1 and "non-finite" in err and "Traceback" not in err
+    newest = list_checkpoints(out)[-1]  # the weights diverged after a step whose loss was finite
+    for t in load_file(str(newest / "model.safetensors")).values():
+        assert torch.isfinite(t).all()
+    # --resume loads it (a lower lr from there is the user's call; the loader never sees NaN)
+    code = pretrain.main(["--tokens", str(store), "--out", str(out), *args, "train.epochs=4", "train.lr=1e-6",
+                          "--resume"])
+    assert code in (0, 1) and f"resumed from {newest}" in (out / "train.log").read_text()
