@@ -203,10 +203,12 @@ def model_card(meta: Mapping[str, Any], *, model: Any = None, repo_id: str = "",
     body += [_row(["", ""]), _row(["---", "---"]), *[_row([k, v]) for k, v in rows], ""]
     body += ["## Usage", "", "```python", "from vqmae.checkpoint import load_pretrained", "",
              f'model = load_pretrained("{where}")  # a local folder or a hub id', "```", ""]
-    if arch == "vqmae-classifier":
-        body += ["From media files (tokenizers included):", "", "```bash",
-                 f"vqmae predict --model {where} clip.mp4", "```", ""]
     tok = tokenizers_section(meta)
+    if arch == "vqmae-classifier":
+        bundled = "inside this folder" in tok
+        body += [f"From media files{' (the tokenizers are included)' if bundled else ''}, with the "
+                 "folder on disk:", "", "```bash", "vqmae predict --model path/to/this/folder clip.mp4",
+                 "```", ""]
     if tok:
         body += ["## Tokenizers", "", tok, ""]
     cmd = invocation() if training_command is None else training_command
