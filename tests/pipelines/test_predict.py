@@ -135,3 +135,48 @@ def test_media_to_prediction_end_to_end(tmp_path):
     p = json.loads(pred.read_text())["predictions"][0]
     assert sum(p["probabilities"].values()) == pytest.approx(1.0, abs=1e-6)
     assert "arousal" in p and "valence" in p
+
+
+def _bad_clips(folder: Path) -> dict[str, Path]:
+    """One clip of each kind that prepare rejects: truncated, silent, too short (0.3 s)."""
+    import numpy as np
+    import support.media as mf
+
+    return {"truncated": mf.truncate(write_clip(folder / "truncated.mp4", seconds=2.0, faststart=True), 0.5),
+            "silent": mf.write_media(folder / "silent.mp4", frames=mf.plain_frames(25, 64, 64),
+                                     wave=np.zeros(16000, np.float32), sample_rate=16000),
+            "too_short": write_clip(folder / "short.mp4", seconds=0.3)}
+
+
+def test_predict_reports_truncated_silent_and_short_files_with_prepares_kinds(model_dir, tmp_path, capsys):
+    bad = _bad_clips(tmp_path)
+    good = write_clip(tmp_path / "good.mp4", seconds=1.0, seed=4)
+    model = f"--model={model_dir / 'fold_0' / 'model'}"
+    assert predict_stage.main([model, str(good), *map(str, bad.values())]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert len(res["predictions"]) == 1 and res["predictions"][0]["file"] == str(good)
+    assert {e["file"]: e["kind"] for e in res["errors"]} == {str(p): k for k, p in bad.items()}
+    # every file failed: exit code 2, and the errors are still written
+    out = tmp_path / "pred.json"
+    assert predict_stage.main([model, *map(str, bad.values()), "--out", str(out)]) == 2
+    assert "every file failed" in capsys.readouterr().err
+    assert len(json.loads(out.read_text())["errors"]) == 3
+
+
+def test_predict_bad_settings_exit_2(model_dir, tmp_path, capsys):
+    clip = write_clip(tmp_path / "e.mp4", seconds=0.5)
+    model = f"--model={model_dir / 'fold_0' / 'model'}"
+    for bad, key in ((["batch_size=0"], "batch_size"), (["stride_seconds=-1"], "stride_seconds"),
+                     (["--out", str(tmp_path)], "out")):
+        assert predict_stage.main([model, str(clip), *bad]) == 2
+        err = capsys.readouterr().err
+        assert f"{key}:" in err and "Traceback" not in err
+
+
+def test_predict_swapped_tokenizer_folders_exit_2_naming_both(model_dir, tmp_path, capsys):
+    dirs = {m: str(model_dir.parent / f"tok_{m}") for m in ("audio", "visual")}
+    clip = write_clip(tmp_path / "f.mp4", seconds=0.5)
+    assert predict_stage.main([f"--model={model_dir / 'fold_0' / 'model'}", f"audio_tokenizer={dirs['visual']}",
+                               f"visual_tokenizer={dirs['audio']}", str(clip)]) == 2
+    err = capsys.readouterr().err
+    assert dirs["audio"] in err and dirs["visual"] in err and "swapped" in err

@@ -69,3 +69,34 @@ def test_masks_map_to_pixels_and_bins():
     am[1, 7] = True
     bm = reconstruct.bin_mask(am, 65)
     assert bm.shape == (3, 65) and bm[1, -1] and not bm[1, 0] and bm.sum() == 8
+
+
+@pytest.mark.parametrize("bad, key", [
+    (["--mask-ratio", "1.5"], "mask_ratio"),
+    (["audio_ratio=-0.5"], "audio_ratio"),
+    (["frames=0"], "frames"),
+    (["sweep=[0.5,2]"], "sweep"),
+])
+def test_reconstruct_bad_settings_exit_2(setup, tmp_path, capsys, bad, key):
+    root, clip = setup
+    assert reconstruct.main(["--model", str(root / "mae"), "--clip", str(clip), "--out", str(tmp_path / "o"), *bad]) == 2
+    err = capsys.readouterr().err
+    assert f"{key}:" in err and "Traceback" not in err
+
+
+def test_reconstruct_out_file_swapped_tokenizers_and_short_clip_exit_2(setup, tmp_path, capsys):
+    root, clip = setup
+    base = ["--model", str(root / "mae"), "--clip", str(clip), "detect_faces=false"]
+    f = tmp_path / "file"
+    f.write_text("x")
+    assert reconstruct.main([*base, "--out", str(f)]) == 2
+    assert "out: " in capsys.readouterr().err
+    a, v = root / "tok_audio", root / "tok_visual"
+    assert reconstruct.main([*base, "--audio-tokenizer", str(v), "--visual-tokenizer", str(a),
+                             "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert str(a) in err and str(v) in err and "swapped" in err
+    short = write_clip(tmp_path / "short.mp4", seconds=0.3, size=(48, 48))
+    assert reconstruct.main(["--model", str(root / "mae"), "--clip", str(short), "detect_faces=false",
+                             "--out", str(tmp_path / "o2")]) == 2
+    assert "too_short" in capsys.readouterr().err

@@ -276,3 +276,74 @@ def test_thread_counts_come_from_the_settings_and_are_recorded(corpus, tmp_path,
     assert tokenize.main(_args(corpus, auto, "--limit", "4")) == 0
     run = json.loads((auto / "tokenize_config.json").read_text())
     assert run["threads"] >= 1 and run["num_workers"] >= 1  # the resolved values, not 0 / -1
+
+
+def _bad_media(folder: Path) -> dict[str, Path]:
+    """A good clip and one of each kind that prepare rejects: truncated, silent, too short (0.3 s)."""
+    import support.media as mf
+
+    d = folder / "media"
+    out = {"good": mf.write_clip(d / "good.mp4", seconds=1.0, size=(64, 48), seed=1, sample_rate=16000)}
+    out["truncated"] = mf.truncate(mf.write_clip(d / "truncated.mp4", seconds=2.0, size=(64, 48),
+                                                 sample_rate=16000, faststart=True), 0.5)
+    out["silent"] = mf.write_media(d / "silent.mp4", frames=mf.plain_frames(25, 64, 48),
+                                   wave=np.zeros(16000, np.float32), sample_rate=16000)
+    out["too_short"] = mf.write_clip(d / "too_short.mp4", seconds=0.3, size=(64, 48), sample_rate=16000)
+    return out
+
+
+def test_truncated_silent_and_short_clips_are_logged_with_prepares_kinds(tmp_path, capsys):
+    import dataclasses
+
+    from vqmae.data.manifest import ClipRecord, write_manifest
+    from vqmae.tokenizers import AudioVQVAE, VisualVQVAE, audio_preset, visual_preset
+
+    files = _bad_media(tmp_path)
+    records = [ClipRecord(id=k, path=f"media/{p.name}", speaker=f"s{i % 2}", label=0)
+               for i, (k, p) in enumerate(files.items())]
+    write_manifest(tmp_path, records, root=tmp_path, name="bad", classes=["x"])
+    a, v = audio_preset("tiny"), visual_preset("tiny")
+    a.quantizer = dataclasses.replace(a.quantizer, kmeans_init=False)
+    v.quantizer = dataclasses.replace(v.quantizer, kmeans_init=False)
+    AudioVQVAE(a).save_pretrained(tmp_path / "atok")
+    VisualVQVAE(v).save_pretrained(tmp_path / "vtok")
+    for mods in (["--audio-tokenizer", str(tmp_path / "atok"), "--visual-tokenizer", str(tmp_path / "vtok")],
+                 ["--audio-tokenizer", str(tmp_path / "atok")]):  # the audio-only path checks too
+        out = tmp_path / f"store{len(mods)}"
+        args = ["--manifest", str(tmp_path / "manifest.jsonl"), *mods, "--out", str(out),
+                "--detect-faces", "false", "--num-workers", "0", "--progress", "false"]
+        assert tokenize.main(args) == 0  # logged, and the job goes on
+        assert "1 of 4 clips stored, 3 failed" in capsys.readouterr().out
+        kinds = {e["id"]: e["kind"] for e in map(json.loads, (out / "errors.jsonl").read_text().splitlines())}
+        assert kinds == {"truncated": "truncated", "silent": "silent", "too_short": "too_short"}
+        assert TokenStore.open(out).ids == ["good"]
+
+
+@pytest.mark.parametrize("bad, key", [
+    (["--limit", "-1"], "limit"),                    # stored 11 of 12 clips
+    (["--clips-per-shard", "-5"], "clips_per_shard"),  # an empty store that verify called OK
+    (["--num-workers", "-2"], "num_workers"),
+    (["--threads", "-1"], "threads"),
+    (["--face-size", "0"], "face_size"),
+])
+def test_bad_numbers_exit_2_naming_the_setting(corpus, tmp_path, capsys, bad, key):
+    assert tokenize.main(_args(corpus, tmp_path / "store", *bad)) == 2
+    err = capsys.readouterr().err
+    assert f"{key}:" in err and "Traceback" not in err
+    assert not (tmp_path / "store").exists()
+
+
+def test_out_naming_a_file_exits_2(corpus, tmp_path, capsys):
+    f = tmp_path / "file.txt"
+    f.write_text("x")
+    assert tokenize.main(_args(corpus, f)) == 2
+    assert "out: " in capsys.readouterr().err and f.read_text() == "x"
+
+
+def test_swapped_tokenizer_folders_exit_2_naming_both(corpus, tmp_path, capsys):
+    a, v = corpus / "audio_tok0", corpus / "visual_tok0"
+    args = ["--manifest", str(corpus / "manifest.jsonl"), "--audio-tokenizer", str(v), "--visual-tokenizer", str(a),
+            "--out", str(tmp_path / "store"), "--loader", fx.LOADER, "--progress", "false"]
+    assert tokenize.main(args) == 2
+    err = capsys.readouterr().err
+    assert str(a) in err and str(v) in err and "swapped" in err and "Traceback" not in err
