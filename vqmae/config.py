@@ -432,12 +432,29 @@ def parse_overrides(cls: type, argv: list[str]) -> tuple[list[str], dict[str, An
     return files, data
 
 
+def _default_of(cls: type, name: str) -> Any:
+    return next((f.default for f in dataclasses.fields(cls) if f.name == name), None)
+
+
+def _select_by(cls: type, values: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+    """Resolve a preset's ``_by_<field>`` tables: ``_by_modality: {audio: {...}, visual: {...}}``
+    adds the values under the setting's current value (``data`` or the class default)."""
+    out = {k: v for k, v in values.items() if not str(k).startswith("_by_")}
+    for key, table in values.items():
+        if str(key).startswith("_by_"):
+            field_name = str(key)[4:]
+            choice = data.get(field_name, _default_of(cls, field_name))
+            out = _merge(out, (table or {}).get(choice, {}))
+    return out
+
+
 def parse_config(cls: type[T], argv: list[str] | None = None, base: dict[str, Any] | None = None,
                  presets: str | None = None) -> T:
     """Resolve a config: defaults < preset < ``base`` < YAML files (in order) < overrides.
 
     With ``presets="<stage>"`` the config's ``preset`` field (set anywhere in that chain, or its
-    default) names a preset of ``vqmae/presets/<stage>.yaml`` whose values are applied first.
+    default) names a preset of ``vqmae/presets/<stage>.yaml`` whose values are applied first;
+    a preset's ``_by_<field>`` table adds the values for that field's value (e.g. per modality).
     """
     files, overrides = parse_overrides(cls, list(argv or []))
     data: dict[str, Any] = dict(base or {})
@@ -447,10 +464,9 @@ def parse_config(cls: type[T], argv: list[str] | None = None, base: dict[str, An
     if presets is not None:
         from vqmae.presets import preset_values
 
-        default = next((f.default for f in dataclasses.fields(cls) if f.name == "preset"), None)
-        name = data.get("preset", default)
+        name = data.get("preset", _default_of(cls, "preset"))
         if isinstance(name, str) and name:
-            data = _merge(preset_values(presets, name), data)
+            data = _merge(_select_by(cls, preset_values(presets, name), data), data)
     try:
         return config_from_dict(cls, data)
     except ConfigError as e:

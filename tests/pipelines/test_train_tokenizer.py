@@ -85,16 +85,18 @@ def _args(corpus: Path, out: Path, modality: str, *extra: str) -> list[str]:
 
 
 def test_preset_fills_model_and_training_defaults_and_overrides_win():
-    cfg = resolve_config(["--modality", "visual", "--preset", "paper", "train.epochs=1"])
+    req = ["manifest=m.jsonl", "out=o"]
+    cfg = resolve_config(["--modality", "visual", "--preset", "paper", "train.epochs=1", *req])
     assert cfg.visual.image_size == 96 and cfg.visual.quantizer.codebook_size == 512
     assert cfg.train.batch_size == 64 and cfg.train.epochs == 1 and cfg.train.optimizer == "adam"
-    cfg = resolve_config(["--modality=audio", "preset=demo", "audio.quantizer.codebook_size=128"])
+    cfg = resolve_config(["--modality=audio", "preset=demo", "audio.quantizer.codebook_size=128", *req])
+    assert cfg.train.batch_size == 256 and cfg.data.frame_stride == 2
     assert cfg.audio.quantizer.codebook_size == 128 and cfg.audio.input_transform == "log"
 
 
 def test_unknown_preset_or_key_is_a_config_error(capsys):
     assert main(["--modality", "audio", "--preset", "huge", "--manifest", "m", "--out", "o"]) == 2
-    assert "unknown preset 'huge'" in capsys.readouterr().err
+    assert "preset 'huge'" in capsys.readouterr().err
     assert main(["--modality", "audio", "audio.hiden=3"]) == 2
     assert "did you mean 'audio.hidden'" in capsys.readouterr().err
 
