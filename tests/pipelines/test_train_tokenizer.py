@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import torch
 
+from vqmae.data.frames import FrameDataConfig, load_frames, split_speakers
 from vqmae.data.manifest import ClipRecord, read_manifest, write_manifest
 from vqmae.io import read_jsonl
 from vqmae.pipelines.train_tokenizer import main, resolve_config
 from vqmae.tokenizers import load_tokenizer
-from vqmae.data.frames import FrameDataConfig, load_frames, split_speakers
 
 FPS, SR = 25, 16000
 

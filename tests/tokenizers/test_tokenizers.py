@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from vqmae.data.frames import AudioFrameDataset, ClipSpan, FrameSet
 from vqmae.tokenizers import (
     AUDIO_PRESETS,
     VISUAL_PRESETS,
@@ -16,7 +17,6 @@ from vqmae.tokenizers import (
     load_tokenizer,
     visual_preset,
 )
-from vqmae.data.frames import AudioFrameDataset, ClipSpan, FrameSet
 
 # ------------------------------------------------------------------ the reference layer lists
 # (kind, in, out, kernel, stride, padding, bias) in module order, from ../shared/REFERENCE.md
