@@ -139,7 +139,8 @@ def tokenizer_records(meta: dict[str, Any]) -> dict[str, dict[str, Any]]:
     if isinstance(info.get("tokenizers"), dict):
         return {m: dict(r or {}) for m, r in info["tokenizers"].items()}
     prov = (meta.get("token_store") or {}).get("provenance") or {}
-    return {m: {**dict(r), "dir": r.get("tokenizer_dir", "")} for m, r in prov.items() if isinstance(r, dict)}
+    return {m: {**store_tokenizer_record(r), **{k: r[k] for k in ("hub_id", "revision", "source_dir") if r.get(k)}}
+            for m, r in prov.items() if isinstance(r, dict)}
 
 
 def _tokenizer_model_dir(folder: Path) -> Path:
@@ -160,7 +161,7 @@ def folder_fingerprint(folder: str | Path) -> str:
 def tokenizer_source(folder_or_id: str | Path, revision: str | None = None) -> dict[str, Any]:
     """Where a tokenizer came from, for a record: ``{"dir": local folder, "fingerprint": ...}``
     plus ``hub_id`` and ``revision`` (the commit) when ``folder_or_id`` is a hub id. The token
-    store can keep these beside ``tokenizer_dir``."""
+    store keeps these as ``tokenizer_dir`` / ``tokenizer_hub_id`` / ``tokenizer_revision``."""
     rec: dict[str, Any] = {}
     if is_hub_id(folder_or_id):
         local = resolve_model_folder(folder_or_id, revision)
@@ -214,11 +215,35 @@ def bundle_tokenizers(model_folder: str | Path, records: dict[str, dict[str, Any
         dest.mkdir(parents=True, exist_ok=True)
         for name in MODEL_FILES:
             if (src / name).is_file():
-                shutil.copyfile(src / name, dest / name)  # (hub cache files are symlinks: copy content)
+                _link_or_copy(src / name, dest / name)
         out[m] = {**rec, "dir": f"{TOKENIZERS_DIR}/{m}", "fingerprint": fp or want or ""}
         if not rec.get("hub_id"):
             out[m]["source_dir"] = str(src.resolve())
     return out
+
+
+def _link_or_copy(src: Path, dest: Path) -> None:
+    """A hard link to ``src``'s content (hub cache files are symlinks: the blob is linked), or a
+    copy across file systems. Safe because model files are only ever replaced by rename."""
+    import os
+
+    if dest.exists() or dest.is_symlink():
+        dest.unlink()
+    try:
+        os.link(src.resolve(), dest)
+    except OSError:
+        shutil.copyfile(src, dest)
+
+
+def store_tokenizer_record(prov: dict[str, Any]) -> dict[str, Any]:
+    """A token store's provenance of one modality -> the tokenizer record a model keeps
+    (``dir``, ``fingerprint``, ``frames_per_second``, and ``hub_id``/``revision`` when the store
+    recorded ``tokenizer_hub_id``/``tokenizer_revision``)."""
+    rec = {"dir": prov.get("tokenizer_dir", ""), "fingerprint": prov.get("fingerprint", ""),
+           "frames_per_second": prov.get("frames_per_second")}
+    if prov.get("tokenizer_hub_id"):
+        rec.update(hub_id=prov["tokenizer_hub_id"], revision=prov.get("tokenizer_revision", ""))
+    return rec
 
 
 def make_self_contained(model_folder: str | Path, base_dir: str | Path | None = None) -> dict[str, Any]:

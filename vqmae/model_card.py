@@ -241,3 +241,17 @@ def write_model_card(folder: str | Path, meta: Mapping[str, Any] | None = None, 
     if meta is None:
         meta = read_model_config(folder)
     return atomic_write_text(folder / CARD_NAME, str(model_card(meta, **card)))
+
+
+def write_fold_cards(out_dir: str | Path, results: Mapping[str, Any], **card: Any) -> list[Path]:
+    """After ``vqmae finetune``: rewrite the card of every saved fold model
+    (``OUT/<experiment>/fold_<k>/model``) with the results table of its experiment."""
+    from vqmae.checkpoint import CONFIG_NAME
+
+    written = []
+    for name, exp in (results.get("experiments") or {}).items():
+        for f in exp.get("folds", []):
+            folder = Path(out_dir) / name / f"fold_{f.get('fold')}" / "model"
+            if (folder / CONFIG_NAME).is_file():
+                written.append(write_model_card(folder, results=results, **card))
+    return written

@@ -379,3 +379,27 @@ def test_tokenizers_from_the_hub_are_bundled_with_hub_id(tmp_path, monkeypatch):
     rec = {"hub_id": "org/audio-tok", "revision": COMMIT, "fingerprint": fp, "dir": "tokenizers/audio"}
     p = resolve_tokenizer_folder(tmp_path / "other_model", "audio", rec)
     assert p.parts[-2:] == ("snapshots", COMMIT)
+
+
+def test_pretrained_model_made_self_contained_keeps_store_provenance(tmp_path, monkeypatch):
+    from vqmae.hub import store_tokenizer_record, tokenizer_records
+    from vqmae.mae import VQMAEAV, mae_preset
+
+    monkeypatch.chdir(tmp_path)
+    a, v = save_tokenizers(tmp_path / "runs")
+    fp = {m: json.loads((p / "config.json").read_text())["fingerprint"] for m, p in (("audio", a), ("visual", v))}
+    prov = {"audio": {"fingerprint": fp["audio"], "tokenizer_dir": "runs/audio_tok0", "frames_per_second": 50.0},
+            "visual": {"fingerprint": fp["visual"], "tokenizer_dir": "runs/visual_tok0", "frames_per_second": 25.0,
+                       "tokenizer_hub_id": "org/vis", "tokenizer_revision": COMMIT}}
+    assert store_tokenizer_record(prov["visual"])["hub_id"] == "org/vis"
+    folder = VQMAEAV(mae_preset("tiny")).save_pretrained(tmp_path / "pre", metadata={
+        "token_store": {"path": "tokens", "provenance": prov}})
+    meta = make_self_contained(folder)
+    new = meta["token_store"]["provenance"]
+    assert new["audio"]["tokenizer_dir"] == "tokenizers/audio" and new["audio"]["fingerprint"] == fp["audio"]
+    assert new["visual"]["hub_id"] == "org/vis" and new["visual"]["revision"] == COMMIT
+    recs = tokenizer_records(meta)
+    assert recs["visual"]["hub_id"] == "org/vis" and recs["audio"]["dir"] == "tokenizers/audio"
+    # hard links (or copies) of the files, not the originals
+    assert (folder / "tokenizers" / "audio" / "model.safetensors").read_bytes() == (a / "model.safetensors").read_bytes()
+    assert "tokenizers/visual" in (folder / "README.md").read_text()

@@ -8,7 +8,13 @@ import torch
 from huggingface_hub import ModelCard
 
 from vqmae.evaluation.results import summarize
-from vqmae.model_card import invocation, model_card, results_section, write_model_card
+from vqmae.model_card import (
+    invocation,
+    model_card,
+    results_section,
+    write_fold_cards,
+    write_model_card,
+)
 
 CLASSES = ["angry", "happy", "sad"]
 
@@ -111,3 +117,12 @@ def test_training_command_defaults_to_this_vqmae_command(monkeypatch):
     monkeypatch.setattr(sys, "argv", ["/usr/lib/python3/pytest"])
     assert invocation() == ""
     assert "Command:" not in model_card({"architecture": "raw-mae", "config": {}}).text
+
+
+def test_fold_cards_after_finetune(tmp_path):
+    model = _classifier()
+    model.save_pretrained(tmp_path / "finetune-av" / "fold_1" / "model")
+    written = write_fold_cards(tmp_path, _results(), training_command="vqmae finetune x")
+    assert written == [tmp_path / "finetune-av" / "fold_1" / "model" / "README.md"]
+    text = written[0].read_text()
+    assert "**1** (this model)" in text and "Chance level" in text and "vqmae finetune x" in text
