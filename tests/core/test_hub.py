@@ -207,9 +207,13 @@ def test_is_hub_id(tmp_path, monkeypatch):
 
 
 class FakeHub:
-    """The hub's HTTP API as far as create_repo / create_branch / upload_folder use it."""
+    """The hub's HTTP API as far as create_repo / create_branch / upload_folder and
+    snapshot_download use it (committed files are served back)."""
+
+    SHA = "fedcba9876543210fedcba9876543210fedcba98"
 
     def __init__(self):
+        self.repos: dict[str, dict[str, bytes]] = {}
         self.requests: list[tuple[str, str]] = []
         self.commits: list[dict] = []
         self.branches: list[str] = []
@@ -243,8 +247,26 @@ class FakeHub:
                      for x in lines if x["key"] == "file"}
             self.commits.append({"path": path, "header": header, "files": files,
                                  "auth": request.headers.get("authorization", "")})
+            repo = path.split("/api/models/", 1)[1].rsplit("/commit/", 1)[0]
+            self.repos.setdefault(repo, {}).update(files)
             return httpx2.Response(200, json={"commitUrl": "https://huggingface.co/org/m/commit/abc",
                                               "commitOid": "a" * 40, "pullRequestUrl": None})
+        if request.method == "GET" and path.startswith("/api/models/"):  # repo_info, list_repo_tree
+            rest = path[len("/api/models/"):]
+            for repo, files in self.repos.items():
+                if rest.startswith(repo + "/revision/"):
+                    return httpx2.Response(200, json={"id": repo, "sha": self.SHA,
+                                                      "siblings": [{"rfilename": f} for f in files]})
+                if rest.startswith(repo + "/tree/"):
+                    return httpx2.Response(200, json=[{"type": "file", "path": f, "size": len(d),
+                                                       "oid": git_blob_sha1(d)} for f, d in files.items()])
+        if request.method in ("HEAD", "GET") and "/resolve/" in path:  # file downloads
+            repo, _, rest = path.lstrip("/").partition("/resolve/")
+            data = self.repos.get(repo, {}).get(rest.partition("/")[2])
+            if data is not None:
+                headers = {"X-Repo-Commit": self.SHA, "ETag": f'"{git_blob_sha1(data)}"',
+                           "Content-Length": str(len(data))}
+                return httpx2.Response(200, headers=headers, content=b"" if request.method == "HEAD" else data)
         return httpx2.Response(404, json={"error": f"unexpected {request.method} {path}"})
 
 
@@ -403,3 +425,46 @@ def test_pretrained_model_made_self_contained_keeps_store_provenance(tmp_path, m
     # hard links (or copies) of the files, not the originals
     assert (folder / "tokenizers" / "audio" / "model.safetensors").read_bytes() == (a / "model.safetensors").read_bytes()
     assert "tokenizers/visual" in (folder / "README.md").read_text()
+
+
+TOKENIZER_SCRIPT = """
+import json, sys
+from vqmae.checkpoint import load_pretrained, read_model_config
+from vqmae.hub import resolve_tokenizer_folder
+from vqmae.tokenizers import load_tokenizer
+m = load_pretrained(sys.argv[1])
+recs = read_model_config(m.pretrained_path)["info"]["tokenizers"]
+fps = {k: load_tokenizer(resolve_tokenizer_folder(m.pretrained_path, k, r)).fingerprint() for k, r in recs.items()}
+print(json.dumps({"fingerprint": m.fingerprint(), "tokenizers": fps}))
+"""
+
+
+def test_push_download_and_offline_load_round_trip(tmp_path, fake_hub, monkeypatch):
+    """vqmae push -> snapshot_download writes the cache (huggingface_hub's own layout) ->
+    a fresh interpreter with HF_HUB_OFFLINE=1, in another directory, loads the classifier and
+    its bundled tokenizers by hub id."""
+    import support.tokenize_fixture  # noqa: F401 - the fake tokenizer architectures, in this process
+
+    monkeypatch.chdir(tmp_path)
+    model, fps = _classifier_with_tokenizers(tmp_path, tmp_path)
+    folder = tmp_path / "clf"
+    model.info["tokenizers"] = bundle_tokenizers(folder, model.info["tokenizers"])
+    model.save_pretrained(folder)
+    push_folder(folder, "org/emotion", token="hf_x")
+    assert set(fake_hub.repos["org/emotion"]) == {
+        "config.json", "model.safetensors", "README.md", *[f"tokenizers/{m}/{f}" for m in ("audio", "visual")
+                                                          for f in ("config.json", "model.safetensors", "README.md")]}
+    cache = tmp_path / "hub"
+    snap = resolve_model_folder("org/emotion", cache_dir=cache, token="hf_x")  # online (mocked HTTP)
+    assert snap.parts[-2:] == ("snapshots", FakeHub.SHA)
+    assert (cache / "models--org--emotion" / "refs" / "main").read_text() == FakeHub.SHA
+    assert (snap / "model.safetensors").is_symlink()  # blobs + symlinks, as huggingface_hub caches
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    r = subprocess.run([sys.executable, "-c", "import support.tokenize_fixture\n" + TOKENIZER_SCRIPT,
+                        "org/emotion"], capture_output=True, text=True, cwd=other, timeout=300,
+                       env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache),
+                            "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out == {"fingerprint": model.fingerprint(), "tokenizers": fps}
