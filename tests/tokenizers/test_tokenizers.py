@@ -369,3 +369,22 @@ def test_encoding_an_untrained_kmeans_tokenizer_leaves_it_unchanged(modality):
     tok.train()  # training still initialises the codebook by k-means on the first batch
     tok.quantizer(torch.randn(2, 64, tok.quantizer.dim))
     assert not torch.equal(tok.quantizer.codebook, codebook)
+
+
+def test_dead_code_threshold_is_a_count_without_deprecation_warning(capfd):
+    """Fault 6: vector-quantize-pytorch reads a deprecated threshold_ema_dead_code as a ratio of
+    the mean cluster size (with a warning on every build); ours stays a count of latents."""
+    from vqmae.tokenizers.quantizer import QuantizerConfig, VectorQuantizer
+
+    torch.manual_seed(0)
+    vq = VectorQuantizer(4, QuantizerConfig(codebook_size=6, threshold_ema_dead_code=2.0))
+    assert "deprecated" not in capfd.readouterr().err
+    cb = vq.vq._codebook
+    vq.train()
+    with torch.no_grad():
+        cb.cluster_size.copy_(torch.tensor([[0.5, 1.9, 2.0, 3.0, 100.0, 200.0]]))
+    before = cb.embed.detach().clone()
+    cb.expire_codes_(torch.randn(1, 64, 4))
+    changed = (cb.embed != before).any(-1)[0].tolist()
+    assert changed == [True, True, False, False, False, False]  # below 2 latents, whatever the mean
+    assert cb.cluster_size[0, :2].tolist() == [2.0, 2.0]  # replaced codes restart at the count

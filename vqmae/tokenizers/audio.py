@@ -31,6 +31,7 @@ from einops import rearrange
 from torch import nn
 
 from vqmae.checkpoint import register_model
+from vqmae.config import setting
 from vqmae.tokenizers.base import Tokenizer
 from vqmae.tokenizers.layers import (
     ResidualStack,
@@ -49,25 +50,25 @@ from vqmae.tokenizers.spectrogram import power_spectrogram
 class AudioVQVAEConfig:
     """Architecture + front end of the audio VQ-VAE (see the module docstring)."""
 
-    sample_rate: int = 16000
-    n_fft: int = 1024
+    sample_rate: int = setting(16000, ge=1, help="Sample rate (Hz) of the input waves.")
+    n_fft: int = setting(1024, ge=16)
     """STFT size; F = n_fft/2 + 1 bins, which must be 8P + 1 (P = coded positions per frame)."""
-    hop_length: int = 320
-    win_length: int = 0
+    hop_length: int = setting(320, ge=1, help="STFT hop (samples); frames per second = sample_rate / hop_length.")
+    win_length: int = setting(0, ge=0)
     """0 = n_fft."""
     input_transform: Literal["power", "log"] = "power"
     """What the encoder sees: the raw power (paper), or log(power + power_floor) standardised
     with per-bin statistics of the training frames (buffers ``log_mean``/``log_std``, set by
     :meth:`AudioVQVAE.fit_normalization`); the decoder then predicts standardised log power."""
-    power_floor: float = 1e-10
+    power_floor: float = setting(1e-10, gt=0)
     """Added to the power before logs and ratios (the reference's Itakura–Saito epsilon)."""
-    context: int = 0
+    context: int = setting(0, ge=0)
     """Neighbouring STFT frames on each side given to the encoder as extra input channels."""
-    hidden: int = 32
+    hidden: int = setting(32, ge=2)
     """Channels after the second downsampling (the first has hidden/2)."""
-    residual_layers: int = 1
-    residual_hidden: int = 32
-    embedding_dim: int = 8
+    residual_layers: int = setting(1, ge=0, help="Residual blocks of encoder and decoder.")
+    residual_hidden: int = setting(32, ge=1, help="Channels inside a residual block.")
+    embedding_dim: int = setting(8, ge=1)
     """Latent dimension per coded position."""
     norm: Literal["batch", "group", "none"] = "batch"
     act: Literal["tanh", "relu"] = "tanh"

@@ -7,6 +7,14 @@
 * EMA codebook (``decay``), commitment loss (``commitment_weight``), optional k-means init and
   dead-code replacement (``threshold_ema_dead_code``), optional cosine similarity and a
   low-dimensional lookup space (``codebook_dim``, with learned projections in and out).
+* Dead codes: ``threshold_ema_dead_code`` is a **count**: after each training step, every code
+  whose EMA cluster size (the decayed number of latents assigned to it per batch) is below it is
+  replaced by a latent of the batch, and its cluster size restarts at that count.
+  vector-quantize-pytorch >= 1.21 expresses the threshold as ``dead_code_threshold_ratio``, a
+  ratio of the mean cluster size (and reads a deprecated ``threshold_ema_dead_code`` >= 1 as
+  ``count / codebook_size``, a much lower threshold, with a warning). We pass the ratio and set
+  it before each replacement to ``count / mean cluster size``, which is the count rule exactly,
+  whatever the batch size.
 * Quantization always runs in float32 with autocast off, whatever the surrounding precision
   (bf16 distances cost codebook usage).
 * Data parallel: when a process group of more than one rank exists at construction, the EMA
@@ -22,24 +30,26 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from vector_quantize_pytorch import VectorQuantize
+from vector_quantize_pytorch.vector_quantize_pytorch import Codebook
+
+from vqmae.config import setting
 
 
 @dataclass
 class QuantizerConfig:
     """Settings of one vector quantizer (nested as ``quantizer`` in the tokenizer configs)."""
 
-    codebook_size: int = 256
-    """Number of codes K."""
-    codebook_dim: int = 0
-    """Dimension of the lookup space; 0 = the latent dimension (no projections)."""
-    decay: float = 0.99
-    """EMA decay of the codebook."""
-    commitment_weight: float = 0.25
+    codebook_size: int = setting(256, ge=2, le=65536, help="Number of codes K (uint16 tokens).")
+    codebook_dim: int = setting(0, ge=0, help="Dimension of the lookup space; 0 = the latent "
+                                "dimension (no projections).")
+    decay: float = setting(0.99, ge=0, lt=1, help="EMA decay of the codebook.")
+    commitment_weight: float = setting(0.25, ge=0, help="Weight of the commitment loss.")
     kmeans_init: bool = False
     """Initialise the codebook by k-means on the first training batch."""
-    kmeans_iters: int = 10
-    threshold_ema_dead_code: float = 0.0
-    """Codes whose EMA cluster size falls below this are re-sampled from the batch (0 = off)."""
+    kmeans_iters: int = setting(10, ge=1, help="k-means iterations of the init.")
+    threshold_ema_dead_code: float = setting(0.0, ge=0, help="Dead-code replacement: codes whose "
+                                             "EMA cluster size (latents per batch) falls below this "
+                                             "count are re-sampled from the batch (0 = off).")
     use_cosine_sim: bool = False
     """Cosine-similarity lookup (l2-normalised latents and codes)."""
     rotation_trick: bool = False
@@ -54,6 +64,21 @@ class QuantizerOutput:
     """(B, N) int64 in [0, K)."""
     commit_loss: torch.Tensor
     """() float32: commitment_weight × MSE(latent, sg(code)); 0 in eval mode."""
+
+
+class _CountThresholdCodebook(Codebook):
+    """vector-quantize-pytorch's EMA codebook whose dead-code threshold is a count of latents per
+    batch (``dead_code_min_count``): before each replacement the library's ratio (of the mean
+    cluster size) is set to ``count / mean cluster size``; replaced codes restart at ``count``."""
+
+    dead_code_min_count: float = 0.0
+
+    def expire_codes_(self, batch_samples, seq_mask=None):
+        if self.dead_code_min_count > 0:
+            mean = float(self.cluster_size.mean().clamp(min=self.eps))
+            ratio = self.dead_code_min_count / mean
+            self.dead_code_threshold_ratio = self.reset_cluster_size_ratio = ratio
+        return super().expire_codes_(batch_samples, seq_mask=seq_mask)
 
 
 def _distributed_world() -> int:
@@ -81,13 +106,20 @@ class VectorQuantizer(nn.Module):
             commitment_weight=cfg.commitment_weight,
             kmeans_init=cfg.kmeans_init,
             kmeans_iters=cfg.kmeans_iters,
-            threshold_ema_dead_code=cfg.threshold_ema_dead_code,
+            # a placeholder in (0, 1) that turns replacement on; the count rule sets it per step
+            dead_code_threshold_ratio=0.5 if cfg.threshold_ema_dead_code > 0 else 0.0,
             use_cosine_sim=cfg.use_cosine_sim,
             rotation_trick=cfg.rotation_trick,
             straight_through=False,
             sync_codebook=self.sync_codebook,
             channel_last=True,
         )
+        if cfg.threshold_ema_dead_code > 0:
+            codebook = self.vq._codebook
+            if type(codebook) is not Codebook:
+                raise TypeError(f"dead-code counts need vector-quantize-pytorch's Codebook, got {type(codebook)}")
+            codebook.__class__ = _CountThresholdCodebook
+            codebook.dead_code_min_count = float(cfg.threshold_ema_dead_code)
 
     @property
     def codebook_size(self) -> int:

@@ -26,6 +26,7 @@ from einops import rearrange
 from torch import nn
 
 from vqmae.checkpoint import register_model
+from vqmae.config import setting
 from vqmae.tokenizers.base import Tokenizer
 from vqmae.tokenizers.layers import (
     ResidualStack,
@@ -43,18 +44,18 @@ from vqmae.tokenizers.quantizer import QuantizerConfig, VectorQuantizer
 class VisualVQVAEConfig:
     """Architecture of the visual VQ-VAE (see the module docstring)."""
 
-    image_size: int = 96
+    image_size: int = setting(96, ge=4)
     """Input side s (faces are resized to s×s by ``prepare``); the code grid is s/4 × s/4."""
-    fps: float = 25.0
-    hidden: int = 128
+    fps: float = setting(25.0, gt=0, help="Video frames per second (one token grid per frame).")
+    hidden: int = setting(128, ge=2)
     """Channels after the second downsampling (the first has hidden/2)."""
-    residual_layers: int = 2
-    residual_hidden: int = 64
-    embedding_dim: int = 4
+    residual_layers: int = setting(2, ge=0, help="Residual blocks of encoder and decoder.")
+    residual_hidden: int = setting(64, ge=1, help="Channels inside a residual block.")
+    embedding_dim: int = setting(4, ge=1, help="Latent dimension per code position.")
     norm: Literal["batch", "group", "none"] = "none"
     act: Literal["relu", "tanh"] = "relu"
     loss: Literal["smooth_l1", "l1", "mse"] = "smooth_l1"
-    smooth_l1_beta: float = 1.0
+    smooth_l1_beta: float = setting(1.0, gt=0, help="Beta of the smooth-L1 loss.")
     quantizer: QuantizerConfig = field(default_factory=lambda: QuantizerConfig(codebook_size=512))
 
     def __post_init__(self) -> None:
