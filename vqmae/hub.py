@@ -23,6 +23,7 @@ from any working directory.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
 from pathlib import Path
@@ -45,8 +46,8 @@ class HubError(ModelFolderError):
 def is_hub_id(name: str | Path) -> bool:
     """``org/name`` (one slash, hub characters) that is not an existing local path."""
     s = str(name)
-    return (isinstance(name, str) and bool(_HUB_ID.match(s)) and "--" not in s and ".." not in s
-            and not s.endswith(".git") and not Path(s).exists())
+    return (bool(_HUB_ID.match(s)) and "--" not in s and ".." not in s and not s.endswith(".git")
+            and not Path(s).exists())
 
 
 def resolve_model_folder(name_or_path: str | Path, revision: str | None = None, *,
@@ -174,7 +175,7 @@ def tokenizer_source(folder_or_id: str | Path, revision: str | None = None) -> d
 
 
 def bundle_tokenizers(model_folder: str | Path, records: dict[str, dict[str, Any]],
-                      base_dir: str | Path | None = None) -> dict[str, dict[str, Any]]:
+                      base_dir: str | Path | None = None, strict: bool = True) -> dict[str, dict[str, Any]]:
     """Copy each tokenizer folder into ``model_folder/tokenizers/<modality>/`` (``config.json``,
     ``model.safetensors``, ``README.md``) and return the records with ``dir`` relative to the
     model folder, ``source_dir`` (absolute) and any ``hub_id``/``revision`` kept.
@@ -182,43 +183,54 @@ def bundle_tokenizers(model_folder: str | Path, records: dict[str, dict[str, Any
     ``records``: ``{modality: {"dir": folder or hub id, "fingerprint": ..., ...}}`` (relative
     ``dir`` taken from ``base_dir``, default the working directory). A recorded fingerprint must
     match the copied folder's. Call it before ``save_pretrained`` with the returned records in the
-    model's metadata, or use :func:`make_self_contained` on a saved folder."""
+    model's metadata, or use :func:`make_self_contained` on a saved folder. ``strict=False``: a
+    tokenizer that cannot be found keeps its record as it was (logged), instead of an error."""
     model_folder = Path(model_folder)
     out: dict[str, dict[str, Any]] = {}
     for m, rec in records.items():
-        rec = dict(rec)
-        src_name = str(rec.get("dir") or rec.get("tokenizer_dir") or "")
-        dest = model_folder / TOKENIZERS_DIR / m
-        local = None
-        if src_name:
-            local = Path(src_name)
-            if not local.is_absolute():
-                local = Path(base_dir or ".") / local
-            local = _tokenizer_model_dir(local)
-        if local is not None and (local / CONFIG_NAME).is_file() and local.resolve() != dest.resolve():
-            src = local
-        elif (dest / CONFIG_NAME).is_file():  # bundled before (a re-save): keep it
-            out[m] = {**rec, "dir": f"{TOKENIZERS_DIR}/{m}"}
-            continue
-        elif rec.get("hub_id") or is_hub_id(src_name):
-            hub_id = str(rec.get("hub_id") or src_name)
-            snapshot = resolve_model_folder(hub_id, rec.get("revision") or None)
-            src = _tokenizer_model_dir(snapshot)
-            rec.update(hub_id=hub_id, revision=snapshot.name)  # snapshots/<commit>
-        else:
-            raise ModelFolderError(f"the {m} tokenizer folder '{src_name}' is not found; cannot bundle it "
-                                   f"into {model_folder}")
-        fp = folder_fingerprint(src)
-        want = rec.get("fingerprint")
-        if want and fp and fp != want:
-            raise ModelFolderError(f"{src}: tokenizer {fp[:12]}… is not the one recorded ({want[:12]}…)")
-        dest.mkdir(parents=True, exist_ok=True)
-        for name in MODEL_FILES:
-            if (src / name).is_file():
-                _link_or_copy(src / name, dest / name)
-        out[m] = {**rec, "dir": f"{TOKENIZERS_DIR}/{m}", "fingerprint": fp or want or ""}
-        if not rec.get("hub_id"):
-            out[m]["source_dir"] = str(src.resolve())
+        try:
+            out[m] = _bundle_one(model_folder, m, dict(rec), base_dir)
+        except ModelFolderError as e:
+            if strict:
+                raise
+            logging.getLogger("vqmae").warning("%s: the %s tokenizer is not bundled: %s", model_folder, m, e)
+            out[m] = dict(rec)
+    return out
+
+
+def _bundle_one(model_folder: Path, m: str, rec: dict[str, Any], base_dir: str | Path | None) -> dict[str, Any]:
+    """Bundle one tokenizer (see :func:`bundle_tokenizers`); returns its new record."""
+    src_name = str(rec.get("dir") or rec.get("tokenizer_dir") or "")
+    dest = model_folder / TOKENIZERS_DIR / m
+    local = None
+    if src_name:
+        local = Path(src_name)
+        if not local.is_absolute():
+            local = Path(base_dir or ".") / local
+        local = _tokenizer_model_dir(local)
+    if local is not None and (local / CONFIG_NAME).is_file() and local.resolve() != dest.resolve():
+        src = local
+    elif (dest / CONFIG_NAME).is_file():  # bundled before (a re-save): keep it
+        return {**rec, "dir": f"{TOKENIZERS_DIR}/{m}"}
+    elif rec.get("hub_id") or is_hub_id(src_name):
+        hub_id = str(rec.get("hub_id") or src_name)
+        snapshot = resolve_model_folder(hub_id, rec.get("revision") or None)
+        src = _tokenizer_model_dir(snapshot)
+        rec.update(hub_id=hub_id, revision=snapshot.name)  # snapshots/<commit>
+    else:
+        raise ModelFolderError(f"the {m} tokenizer folder '{src_name}' is not found; cannot bundle it "
+                               f"into {model_folder}")
+    fp = folder_fingerprint(src)
+    want = rec.get("fingerprint")
+    if want and fp and fp != want:
+        raise ModelFolderError(f"{src}: tokenizer {fp[:12]}… is not the one recorded ({want[:12]}…)")
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in MODEL_FILES:
+        if (src / name).is_file():
+            _link_or_copy(src / name, dest / name)
+    out = {**rec, "dir": f"{TOKENIZERS_DIR}/{m}", "fingerprint": fp or want or ""}
+    if not rec.get("hub_id"):
+        out["source_dir"] = str(src.resolve())
     return out
 
 

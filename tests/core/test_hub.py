@@ -200,7 +200,7 @@ def test_is_hub_id(tmp_path, monkeypatch):
     assert not is_hub_id("name") and not is_hub_id("a/b/c") and not is_hub_id("org/a--b")
     (tmp_path / "runs" / "model").mkdir(parents=True)
     assert not is_hub_id("runs/model")  # an existing local folder wins
-    assert not is_hub_id(Path("org/name"))
+    assert is_hub_id(Path("org/name"))  # load_tokenizer passes Paths
 
 
 # ----------------------------------------------------------------------- upload (HTTP layer)
@@ -386,6 +386,10 @@ def test_old_relative_records_still_resolve_and_can_be_made_self_contained(tmp_p
         resolve_tokenizer_folder(folder, "audio", {**rec, "fingerprint": "0" * 64})
     with pytest.raises(ModelFolderError, match="--audio-tokenizer"):
         resolve_tokenizer_folder(tmp_path / "x", "audio", {"dir": "nowhere/tok"})
+    kept = bundle_tokenizers(tmp_path / "y", {"audio": {"dir": "no/such/tok", "fingerprint": "e"}}, strict=False)
+    assert kept == {"audio": {"dir": "no/such/tok", "fingerprint": "e"}}
+    with pytest.raises(ModelFolderError, match="not found; cannot bundle"):
+        bundle_tokenizers(tmp_path / "y", {"audio": {"dir": "no/such/tok"}})
 
 
 def test_tokenizers_from_the_hub_are_bundled_with_hub_id(tmp_path, monkeypatch):
@@ -401,6 +405,9 @@ def test_tokenizers_from_the_hub_are_bundled_with_hub_id(tmp_path, monkeypatch):
     rec = {"hub_id": "org/audio-tok", "revision": COMMIT, "fingerprint": fp, "dir": "tokenizers/audio"}
     p = resolve_tokenizer_folder(tmp_path / "other_model", "audio", rec)
     assert p.parts[-2:] == ("snapshots", COMMIT)
+    from vqmae.tokenizers import load_tokenizer
+
+    assert load_tokenizer("org/audio-tok").fingerprint() == fp  # tokenizers load by hub id too
 
 
 def test_pretrained_model_made_self_contained_keeps_store_provenance(tmp_path, monkeypatch):
