@@ -64,6 +64,9 @@ class GeneratorConfig:
     audio_code: int = setting(64, ge=4, help="size of the per-frame audio code fed to the decoder")
     skips: bool = True
     """U-Net skip connections from the identity encoder (False: bottleneck only)."""
+    mask_still_mouth: bool = True
+    """Grey out the mouth region of the still before the identity encoder (as Wav2Lip masks its
+    reference): the decoder cannot copy the still's mouth and must draw it from the audio."""
 
     def __post_init__(self) -> None:
         if self.face_size % (2 ** self.levels):

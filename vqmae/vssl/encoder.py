@@ -27,13 +27,13 @@ from vqmae.vssl.features import LogMel
 class _ResConv(nn.Module):
     def __init__(self, c: int, dropout: float):
         super().__init__()
-        self.norm = nn.GroupNorm(1, c)
+        self.norm = nn.LayerNorm(c)  # per frame: a frame's features never see the clip's statistics
         self.conv = nn.Conv1d(c, c, 3, padding=1)
         self.act = nn.GELU()
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.drop(self.act(self.conv(self.norm(x))))
+        return x + self.drop(self.act(self.conv(self.norm(x.transpose(1, 2)).transpose(1, 2))))
 
 
 @register_model("vssl-audio-encoder")

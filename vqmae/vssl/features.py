@@ -13,8 +13,8 @@ spectral envelope / phonetic content (MFCCs), loudness (log-energy; arousal), in
 (voicing, f0; arousal and valence) and brightness / noisiness (centroid, flatness; fricatives,
 vocal effort). Regressing them forces the encoder to keep all of these in every frame, unlike a
 masked-frame reconstruction, whose easiest solution is to interpolate neighbouring frames. The
-voicing/pitch proxy (the highest normalised autocorrelation peak between ``fmin`` and ``fmax``
-and its lag) is a crude pitch tracker, but it is differentiable-free, batched and has no
+voicing/pitch proxy (the highest normalised autocorrelation peak between ``fmin`` and ``fmax``,
+and the shortest lag whose peak reaches 90 % of it) is a crude pitch tracker, but it is differentiable-free, batched and has no
 dependency beyond torch; f0 is set to 0 where the voicing degree is under 0.45.
 """
 
@@ -74,7 +74,12 @@ def voicing_and_pitch(wave: torch.Tensor, num_frames: int, samples_per_frame: in
     ac = ac / (ac[..., :1] + 1e-8) / (wac / wac[0]).clamp_min(0.1)
     lo = max(1, int(math.floor(sample_rate / fmax)))
     hi = min(win - 1, int(math.ceil(sample_rate / fmin)))
-    peak, lag = ac[..., lo:hi + 1].max(-1)
+    band = ac[..., lo - 1:hi + 2]
+    inner = band[..., 1:-1]
+    peak = inner.max(-1).values
+    # the shortest lag whose local maximum reaches 90 % of the highest peak (avoids octave errors)
+    is_peak = (inner >= band[..., :-2]) & (inner >= band[..., 2:]) & (inner >= 0.9 * peak[..., None])
+    lag = is_peak.to(torch.uint8).argmax(-1)
     voicing = peak.clamp(0.0, 1.0)
     f0 = sample_rate / (lag + lo).to(wave.dtype)
     log_f0 = torch.log2(f0 / 100.0) * (voicing > VOICING_THRESHOLD).to(wave.dtype)

@@ -7,8 +7,9 @@ Images are float ``(N, 3, H, W)`` in [-1, 1] (``H = W = face_size``).
 * :func:`audio_windows` — ``(B, T, D)`` -> ``(B, T, (2k+1) D)``: the features of steps
   ``t-k .. t+k`` (edges repeated), so frame ``t`` is generated from the audio around it.
 * :class:`FrameDecoder` — identity code + per-frame audio code -> ``(B, T, 3, H, W)``: the audio
-  code is concatenated to the bottleneck and modulates every up level (FiLM), skips are
-  concatenated U-Net style.
+  code becomes a spatial map (a Linear to ``A × h × w``, so it can act where the mouth is)
+  concatenated to the bottleneck, and modulates every up level (FiLM); skips are concatenated
+  U-Net style.
 * :class:`FrameDiscriminator` — optional patch discriminator ``(N, 3, H, W) -> (N, 1, h, w)``.
 """
 
@@ -82,6 +83,8 @@ class FrameDecoder(nn.Module):
         self.audio = nn.Sequential(nn.Linear((2 * cfg.audio_window + 1) * audio_dim, 2 * a), nn.GELU(),
                                    nn.Linear(2 * a, a))
         cl = _ch(cfg, cfg.levels)
+        self.hw = cfg.face_size // 2 ** cfg.levels
+        self.spatial = nn.Linear(a, a * self.hw * self.hw)
         self.fuse = _block(cl + a, cl)
         self.ups = nn.ModuleList()
         self.merges = nn.ModuleList()
@@ -106,8 +109,8 @@ class FrameDecoder(nn.Module):
         def per_frame(x: torch.Tensor) -> torch.Tensor:  # (B, ...) -> (B*T, ...)
             return x[:, None].expand(b, t, *x.shape[1:]).reshape(b * t, *x.shape[1:])
 
-        h, w = bottleneck.shape[-2:]
-        x = torch.cat([per_frame(bottleneck), code[:, :, None, None].expand(-1, -1, h, w)], dim=1)
+        amap = self.spatial(code).reshape(b * t, -1, self.hw, self.hw)
+        x = torch.cat([per_frame(bottleneck), amap], dim=1)
         x = self.fuse(x)
         for j, (up, merge, film) in enumerate(zip(self.ups, self.merges, self.films)):
             x = up(x)

@@ -76,6 +76,14 @@ class VSSLModel(PretrainedModel):
         self.target_std.copy_(t.std(0).clamp_min(1e-3))
 
     # --------------------------------------------------------------------------- compute
+    def still_mask(self, size: int, device=None) -> torch.Tensor:
+        """``(size, size)``: 1 on the mouth region greyed out in the still (``mask_still_mouth``)."""
+        c = self.config
+        m = torch.zeros(size, size, device=device)
+        r0, c0 = int(round(c.mouth_top * size)), int(round(c.mouth_left * size))
+        m[r0:, c0:size - c0] = 1.0
+        return m
+
     def standard_targets(self, wave: torch.Tensor) -> torch.Tensor:
         """``(B, S)`` -> standardised targets ``(B, T, K)`` (no gradient)."""
         return (self.targets(wave) - self.target_mean) / self.target_std
@@ -90,6 +98,8 @@ class VSSLModel(PretrainedModel):
         """Features ``(B, T, D)`` + still ``(B, 3, H, W)`` in [-1, 1] -> frames ``(B, T, 3, H, W)``."""
         if self.identity is None or self.decoder is None:
             raise RuntimeError(f"a '{self.config.task}' model has no frame generator")
+        if self.config.generator.mask_still_mouth:
+            still = still * (1.0 - self.still_mask(still.shape[-1], still.device))
         bottleneck, skips = self.identity(still)
         return self.decoder(bottleneck, skips, feats)
 
@@ -97,8 +107,15 @@ class VSSLModel(PretrainedModel):
         """Waveform ``(B, S)`` + still ``(B, 3, H, W)`` in [-1, 1] -> ``(B, S // 640, 3, H, W)``."""
         return self.decode_frames(self.encoder.encode(wave), still)
 
-    def forward(self, wave: torch.Tensor, still: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """``{"features": (B, T, D), "frames": (B, T, 3, H, W) if visual, "targets": (B, T, K) if audio}``."""
+    def forward(self, wave, still: torch.Tensor | None = None):
+        """``{"features": (B, T, D), "frames": (B, T, 3, H, W) if visual, "targets": (B, T, K) if audio}``.
+
+        Called with a training batch (a dict, see :mod:`vqmae.vssl.losses`) instead of a waveform
+        it returns ``(loss, metrics)``: the training loop calls the (data-parallel) model itself."""
+        if isinstance(wave, dict):
+            from vqmae.vssl.losses import vssl_loss
+
+            return vssl_loss(self, wave)
         feats = self.encoder.encode(wave)
         out = {"features": feats}
         if self.config.visual and still is not None:

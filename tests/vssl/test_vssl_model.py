@@ -1,0 +1,172 @@
+"""Visually guided SSL models: shapes, targets, settings, losses, model folders (fast tests)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from vqmae.checkpoint import load_pretrained
+from vqmae.config import ConfigError, config_from_dict
+from vqmae.vssl import (
+    AudioEncoder,
+    PaseTargets,
+    VSSLConfig,
+    VSSLModel,
+    mouth_mask,
+    to_model_images,
+    to_uint8_images,
+    vssl_loss,
+    vssl_model_preset,
+)
+from vqmae.vssl.data import ClipWindows, DecodedClip, collate
+from vqmae.vssl.generator import audio_windows
+
+SPF = 640
+
+
+def test_shapes(one_thread):
+    m = VSSLModel(vssl_model_preset("tiny", task="multitask")).eval()
+    wave = torch.randn(3, 10 * SPF + 123)  # a partial frame at the end is dropped
+    feats = m.encoder.encode(wave)
+    assert feats.shape == (3, 10, 32) and m.encoder.out_dim == 32 and m.encoder.frame_rate == 25.0
+    assert m.encoder.encode(wave[0]).shape == (1, 10, 32)
+    still = to_model_images(torch.randint(0, 256, (3, 32, 32, 3), dtype=torch.uint8))
+    assert still.shape == (3, 3, 32, 32) and still.min() >= -1 and still.max() <= 1
+    out = m(wave, still)
+    assert out["frames"].shape == (3, 10, 3, 32, 32) and out["targets"].shape == (3, 10, 18)
+    assert out["frames"].abs().max() <= 1
+    assert to_uint8_images(out["frames"]).shape == (3, 10, 32, 32, 3)
+    assert m.standard_targets(wave).shape == (3, 10, 18)
+    with pytest.raises(ValueError, match="shorter than one video frame"):
+        m.encoder.encode(torch.zeros(1, 100))
+    audio_only = VSSLModel(vssl_model_preset("tiny", task="audio"))
+    assert audio_only.identity is None and "frames" not in audio_only(wave, still)
+    with pytest.raises(RuntimeError, match="no frame generator"):
+        audio_only.generate(wave, still)
+    assert VSSLModel(vssl_model_preset("tiny", task="visual")).pretext_head is None
+
+
+def test_audio_windows_take_the_neighbouring_steps():
+    x = torch.arange(5.0)[None, :, None]  # (1, T=5, D=1)
+    w = audio_windows(x, 2)
+    assert w.shape == (1, 5, 5)
+    assert w[0, 0].tolist() == [0, 0, 0, 1, 2] and w[0, 2].tolist() == [0, 1, 2, 3, 4]
+    assert w[0, 4].tolist() == [2, 3, 4, 4, 4]
+    assert torch.equal(audio_windows(x, 0), x)
+
+
+def test_feature_frame_t_depends_on_audio_near_t(one_thread):
+    enc = AudioEncoder(vssl_model_preset("tiny").encoder.__class__(rnn="none", conv_layers=1, dim=8)).eval()
+    wave = torch.randn(1, 20 * SPF) * 0.1
+    louder = wave.clone()
+    louder[:, 15 * SPF:16 * SPF] *= 10  # change frame 15 only
+    diff = (enc.encode(wave) - enc.encode(louder)).abs().sum(-1)[0]
+    assert diff[15] > 0 and torch.all(diff[:12] == 0)  # conv receptive field is local
+
+
+def test_mouth_mask_is_the_lower_middle():
+    m = mouth_mask(30, top=0.6, left=0.2)
+    assert m.sum() == 12 * 18 and m[18:, 6:24].all() and not m[:18].any() and not m[:, :6].any()
+
+
+def _harmonic(f0: float, seconds: float = 1.0, sr: int = 16000) -> torch.Tensor:
+    t = torch.arange(int(seconds * sr)) / sr
+    return sum(torch.sin(2 * math.pi * f0 * k * t) / k for k in range(1, 8)) * 0.3
+
+
+def test_pase_targets_measure_voicing_pitch_energy_and_brightness():
+    p = PaseTargets()
+    names = p.names()
+    assert len(names) == p.num_targets == 18
+    col = {n: i for i, n in enumerate(names)}
+    voiced = p(_harmonic(150.0)[None])[0]
+    noise = p(torch.randn(1, 16000) * 0.3)[0]
+    quiet = p(_harmonic(150.0)[None] * 0.01)[0]
+    assert voiced.shape == (25, 18)
+    mid = slice(3, 22)
+    assert voiced[mid, col["voicing"]].min() > 0.8 and noise[mid, col["voicing"]].max() < 0.45
+    f0 = 100 * 2 ** voiced[mid, col["log_f0"]]
+    assert torch.allclose(f0, torch.full_like(f0, 150.0), rtol=0.03)
+    assert torch.all(noise[mid, col["log_f0"]] == 0)  # unvoiced
+    energy_gap = (voiced[mid, col["log_energy"]] - quiet[mid, col["log_energy"]]).mean()
+    assert energy_gap == pytest.approx(2 * math.log(100), rel=0.02)
+    assert noise[mid, col["centroid"]].mean() > 2 * voiced[mid, col["centroid"]].mean()
+    assert noise[mid, col["log_flatness"]].mean() > voiced[mid, col["log_flatness"]].mean() + 1
+
+
+def test_settings_are_range_checked():
+    with pytest.raises(ConfigError, match="n_mels"):
+        config_from_dict(VSSLConfig, {"encoder": {"n_mels": 2}})
+    with pytest.raises(ConfigError, match="mouth_top"):
+        config_from_dict(VSSLConfig, {"mouth_top": 1.5})
+    with pytest.raises(ConfigError, match="task"):
+        config_from_dict(VSSLConfig, {"task": "video"})
+    with pytest.raises((ConfigError, ValueError), match="multiple of"):
+        config_from_dict(VSSLConfig, {"generator": {"face_size": 40, "levels": 4}})
+    with pytest.raises((ConfigError, ValueError), match="must divide"):
+        config_from_dict(VSSLConfig, {"encoder": {"hop_length": 150}})
+
+
+@pytest.mark.parametrize("task", ["visual", "audio", "multitask"])
+def test_loss_falls_on_a_tiny_batch(task, tiny_clips, one_thread):
+    torch.manual_seed(0)
+    clips, _ = tiny_clips
+    m = VSSLModel(vssl_model_preset("tiny", task=task, adversarial_weight=0.05 if task == "visual" else 0.0))
+    batch = collate([ClipWindows(clips, window=6, deterministic=True)[i] for i in (0, 5)])
+    m.fit_normalization(list(batch["audio"]))
+    opt = torch.optim.Adam(m.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(20):
+        loss, metrics = vssl_loss(m, batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(metrics["l1"] if task == "visual" else metrics["loss"])
+    assert losses[-1] < 0.5 * losses[0], losses
+    if task == "visual":
+        assert {"g_adv", "d_loss", "mouth_l1", "face_l1"} <= set(metrics)
+
+
+def test_the_still_frame_is_never_a_target():
+    faces = np.arange(12, dtype=np.uint8)[:, None, None, None] * np.ones((1, 4, 4, 3), np.uint8)
+    clip = DecodedClip(faces, np.zeros(12 * SPF, np.float32))
+    ds = ClipWindows([clip], window=5, items_per_clip=20, seed=3)
+    for epoch in (0, 1):
+        ds.set_epoch(epoch)
+        for i in range(len(ds)):
+            it = ds[i]
+            still = int(it["still"][0, 0, 0])
+            targets = it["frames"][:, 0, 0, 0].tolist()
+            assert it["audio"].shape == (5 * SPF,) and it["frames"].shape == (5, 4, 4, 3)
+            assert still not in targets
+    ds.set_epoch(0)
+    assert torch.equal(ds[7]["frames"], ds[7]["frames"])  # (seed, epoch, index) decides
+    short = ClipWindows([DecodedClip(faces[:4], np.zeros(4 * SPF, np.float32))], window=5)
+    it = short[0]
+    assert it["frame_mask"].tolist().count(0) == 2  # padded frame + the still inside the window
+    assert collate([it, it])["frames"].shape == (2, 5, 4, 4, 3)
+
+
+def test_model_folder_round_trip(tmp_path, one_thread):
+    m = VSSLModel(vssl_model_preset("tiny", task="multitask", adversarial_weight=0.1)).eval()
+    m.fit_normalization([torch.randn(8 * SPF) * 0.2])
+    m.save_pretrained(tmp_path / "model")
+    assert {"config.json", "model.safetensors"} <= {p.name for p in (tmp_path / "model").iterdir()}
+    back = VSSLModel.from_pretrained(tmp_path / "model")
+    assert back.fingerprint() == m.fingerprint() and back.discriminator is not None
+    wave = torch.randn(2, 6 * SPF)
+    still = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        a, b = m(wave, still), back(wave, still)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert torch.equal(back.target_mean, m.target_mean)
+    enc = m.export_encoder()
+    enc.save_pretrained(tmp_path / "enc")
+    loaded = load_pretrained(tmp_path / "enc")
+    assert isinstance(loaded, AudioEncoder) and torch.equal(loaded.mel_mean, m.encoder.mel_mean)
+    with torch.no_grad():
+        assert torch.equal(loaded.encode(wave), m.encoder.encode(wave))
