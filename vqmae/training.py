@@ -87,6 +87,7 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.95)
     """Adam(W) betas."""
     optimizer: Literal["adamw", "adam"] = "adamw"
+    """AdamW (decoupled weight decay) or Adam."""
     warmup_epochs: float = setting(0.0, ge=0, help="Linear warm-up length in epochs.")
     warmup_steps: int = setting(0, ge=0, help="Linear warm-up in optimizer steps; if > 0, "
                                 "overrides warmup_epochs.")

@@ -117,11 +117,11 @@ def nt_xent(a: torch.Tensor, b: torch.Tensor, temperature: float = 0.5) -> torch
 class LossConfig:
     """Weights of the pretraining loss terms."""
 
-    audio_weight: float = setting(1.0, ge=0)
-    visual_weight: float = setting(1.0, ge=0)
+    audio_weight: float = setting(1.0, ge=0, help="Weight of the masked audio-token cross-entropy.")
+    visual_weight: float = setting(1.0, ge=0, help="Weight of the masked visual-token cross-entropy.")
     contrastive_weight: float = setting(0.0, ge=0)
     """NT-Xent between attention-pooled audio and visual clip vectors (0 = off)."""
-    temperature: float = setting(0.5, gt=0)
+    temperature: float = setting(0.5, gt=0, help="NT-Xent temperature.")
 
 
 def mae_loss(out: dict[str, torch.Tensor], cfg: LossConfig, modalities: tuple[str, ...]

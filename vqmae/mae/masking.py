@@ -128,7 +128,9 @@ class MaskingConfig:
     audio_ratio: float = setting(0.5, ge=0, le=1, help="Masked share of the audio patches (fixed mode).")
     visual_ratio: float = setting(0.5, ge=0, le=1, help="Masked share of the visual patches (fixed mode).")
     audio_kind: MaskKind = "random"
+    """random: independent patches; tube / frame: whole groups of patches (see structured_mask)."""
     visual_kind: MaskKind = "random"
+    """random: independent patches; tube / frame: whole groups of patches (see structured_mask)."""
     min_keep: int = setting(1, ge=0)
     """At least this many visible patches (groups for tube/frame masks) per modality."""
     min_masked: int = setting(1, ge=0)

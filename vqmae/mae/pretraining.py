@@ -49,6 +49,7 @@ class ArchConfig:
     fusion: Literal["saf", "caf"] | None = None
     """saf: one joint self-attention sequence; caf: per-modality cross-attention."""
     decoder_fusion: Literal["saf", "caf"] | None = None
+    """Fusion of the decoder blocks (saf | caf)."""
     audio_patch: tuple[int, ...] | None = None
     """(frames, *per token axis) of an audio patch."""
     visual_patch: tuple[int, ...] | None = None

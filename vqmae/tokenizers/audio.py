@@ -71,7 +71,9 @@ class AudioVQVAEConfig:
     embedding_dim: int = setting(8, ge=1)
     """Latent dimension per coded position."""
     norm: Literal["batch", "group", "none"] = "batch"
+    """Normalisation after each convolution (batch: BatchNorm; group: GroupNorm; none)."""
     act: Literal["tanh", "relu"] = "tanh"
+    """Activation of encoder and decoder."""
     loss: Literal["itakura_saito", "log_mse"] = "itakura_saito"
     """Reconstruction loss: Itakura–Saito divergence on power, or MSE of natural-log power."""
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)

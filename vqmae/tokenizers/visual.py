@@ -53,8 +53,11 @@ class VisualVQVAEConfig:
     residual_hidden: int = setting(64, ge=1, help="Channels inside a residual block.")
     embedding_dim: int = setting(4, ge=1, help="Latent dimension per code position.")
     norm: Literal["batch", "group", "none"] = "none"
+    """Normalisation after each convolution (batch: BatchNorm; group: GroupNorm; none)."""
     act: Literal["relu", "tanh"] = "relu"
+    """Activation of encoder and decoder."""
     loss: Literal["smooth_l1", "l1", "mse"] = "smooth_l1"
+    """Reconstruction loss on the face crops."""
     smooth_l1_beta: float = setting(1.0, gt=0, help="Beta of the smooth-L1 loss.")
     quantizer: QuantizerConfig = field(default_factory=lambda: QuantizerConfig(codebook_size=512))
 
