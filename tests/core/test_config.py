@@ -73,3 +73,22 @@ def test_resolved_config_round_trips_through_yaml(tmp_path):
     again = parse_config(Cfg, ["--config", str(path)])
     assert again == cfg
     assert yaml.safe_load(path.read_text()) == config_to_dict(cfg)
+
+
+def test_presets_select_values_by_another_setting(monkeypatch):
+    """A preset's ``_by_<field>`` table adds the values for that field's current value."""
+    import vqmae.presets as presets
+
+    table = {"small": {"epochs": 2, "_by_mode": {"a": {"optim": {"lr": 0.5}}, "b": {"epochs": 7}}}}
+    monkeypatch.setattr(presets, "_table", lambda stage: table)
+
+    @dataclass
+    class WithPreset(Cfg):
+        preset: str = "small"
+
+    cfg = parse_config(WithPreset, [], presets="x")
+    assert (cfg.epochs, cfg.optim.lr) == (2, 0.5)
+    cfg = parse_config(WithPreset, ["mode=b"], presets="x")
+    assert (cfg.epochs, cfg.optim.lr) == (7, 1e-3)
+    cfg = parse_config(WithPreset, ["mode=b", "epochs=9"], presets="x")
+    assert cfg.epochs == 9
