@@ -188,6 +188,9 @@ def bundle_tokenizers(model_folder: str | Path, records: dict[str, dict[str, Any
     model_folder = Path(model_folder)
     out: dict[str, dict[str, Any]] = {}
     for m, rec in records.items():
+        if not (rec.get("dir") or rec.get("tokenizer_dir") or rec.get("hub_id")):
+            out[m] = dict(rec)  # nothing recorded (e.g. a synthetic store): nothing to bundle
+            continue
         try:
             out[m] = _bundle_one(model_folder, m, dict(rec), base_dir)
         except ModelFolderError as e:

@@ -390,6 +390,8 @@ def test_old_relative_records_still_resolve_and_can_be_made_self_contained(tmp_p
     assert kept == {"audio": {"dir": "no/such/tok", "fingerprint": "e"}}
     with pytest.raises(ModelFolderError, match="not found; cannot bundle"):
         bundle_tokenizers(tmp_path / "y", {"audio": {"dir": "no/such/tok"}})
+    assert bundle_tokenizers(tmp_path / "y", {"audio": {"dir": "", "fingerprint": "e"}}) == {
+        "audio": {"dir": "", "fingerprint": "e"}}  # nothing recorded: nothing to bundle
 
 
 def test_tokenizers_from_the_hub_are_bundled_with_hub_id(tmp_path, monkeypatch):
