@@ -372,3 +372,17 @@ def read_trainer_state(folder: Path) -> dict[str, Any]:
     state = json.loads((folder / TRAINER_STATE).read_text())
     state.pop("files", None)
     return state
+
+
+def save_weights(model: nn.Module, folder: Path) -> Path:
+    """``folder/model.safetensors`` with the model's state dict (atomic; the best epoch of a run)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(folder / WEIGHTS_NAME) as tmp:
+        save_file(state, str(tmp))
+    return folder / WEIGHTS_NAME
+
+
+def load_weights(model: nn.Module, folder: Path) -> None:
+    """Load what :func:`save_weights` wrote (strict)."""
+    model.load_state_dict(load_file(str(folder / WEIGHTS_NAME), device="cpu"))

@@ -26,10 +26,8 @@ Datasets with random items (crops, noise) should derive their randomness from
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -41,8 +39,10 @@ from vqmae.checkpoint import (
     all_finite,
     clean_stale_checkpoints,
     list_checkpoints,
+    load_weights,
     read_trainer_state,
     save_training_checkpoint,
+    save_weights,
 )
 from vqmae.config import setting
 from vqmae.distributed import (  # noqa: F401  (re-exported: stages import them from here)
@@ -204,7 +204,7 @@ def resume_state(acc, run: Run) -> dict[str, Any]:
         return new_state()
     acc.load_state(str(ckpts[-1]))
     state = read_trainer_state(ckpts[-1])
-    run.info("resumed from %s (step %d, epoch %d)", ckpts[-1], state["step"], state["epoch"] + 1)
+    run.info("resumed from %s (step %d, %d epoch(s) done)", ckpts[-1], state["step"], state["epoch"])
     return state
 
 
@@ -321,7 +321,7 @@ def evaluate_and_select(model: nn.Module, eval_fn: EvalFn, epoch: int, cfg: Trai
         state["best_metric"], state["best_epoch"] = value, epoch
         state["best_metrics"] = dict(metrics)
         if acc.is_main_process:
-            _save_best(model, run.dir / "best")
+            save_weights(model, run.dir / "best")
         acc.wait_for_everyone()
 
 
@@ -350,10 +350,10 @@ def fit(
     plan = plan_training(cfg, len(dataset), acc.num_processes)  # type: ignore[arg-type]
     run.info(
         "training: %d samples, %d process(es), effective batch %d (= %d × %d × accum %d), "
-        "lr %.3g (%s), %d steps (%d per epoch), warm-up %d, precision %s",
+        "lr %.3g (%s), %d steps (%d per epoch), warm-up %d, precision %s, %d torch thread(s)",
         plan.samples, plan.world, plan.effective_batch, cfg.batch_size, plan.world, cfg.grad_accum,
         plan.peak_lr, "set" if cfg.lr > 0 else f"base_lr {cfg.base_lr:g} × {plan.effective_batch}/256",
-        plan.total_steps, plan.steps_per_epoch, plan.warmup, acc.mixed_precision,
+        plan.total_steps, plan.steps_per_epoch, plan.warmup, acc.mixed_precision, torch.get_num_threads(),
     )
     seed_everything(cfg.seed)
     opt = optimizer or make_optimizer(model, cfg, plan.peak_lr)
@@ -404,7 +404,7 @@ def fit(
             progress.close()
 
     if cfg.select_metric and cfg.restore_best and state["best_epoch"] is not None:
-        _load_best(unwrapped, run.dir / "best")
+        load_weights(unwrapped, run.dir / "best")
         run.info("restored the best epoch %d (%s = %.4g)", state["best_epoch"] + 1,
                  cfg.select_metric, state["best_metric"])
     acc.wait_for_everyone()
@@ -412,27 +412,3 @@ def fit(
     acc.free_memory()  # drop the prepared (DDP) model: a live one at exit can abort gloo
     return FitResult(unwrapped, state["step"], state["epoch"], state["best_epoch"],
                      state["best_metrics"], state["history"], False)
-
-
-def _save_best(model: nn.Module, folder: Path) -> None:
-    from safetensors.torch import save_file
-
-    from vqmae.io import atomic_path
-
-    folder.mkdir(parents=True, exist_ok=True)
-    sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(folder / "model.safetensors") as tmp:
-        save_file(sd, str(tmp))
-
-
-def _load_best(model: nn.Module, folder: Path) -> None:
-    from safetensors.torch import load_file
-
-    sd = load_file(str(folder / "model.safetensors"), device="cpu")
-    model.load_state_dict(sd)
-
-
-def config_summary(cfg: Any) -> dict[str, Any]:
-    from vqmae.config import config_to_dict
-
-    return config_to_dict(cfg) if dataclasses.is_dataclass(cfg) else dict(cfg)
