@@ -211,7 +211,7 @@ def pretrain_vssl(cfg: PretrainVSSLConfig) -> dict[str, Any]:
                  cfg.task, cfg.preset, len(train_clips), len(val_clips), len({c.speaker for c in val_clips}),
                  f"{sum(p.numel() for p in model.parameters()):,}", t_load,
                  t_train["decode_s_per_clip"], t_train["cache_read_s_per_clip"])
-        model.fit_normalization([torch.from_numpy(np.asarray(c.audio)) for c in train_clips])
+        model.fit_normalization([torch.from_numpy(np.array(c.audio)) for c in train_clips])
         dataset = ClipWindows(train_clips, window=cfg.window, items_per_clip=cfg.items_per_clip,
                               seed=cfg.train.seed, samples_per_frame=model_cfg.encoder.samples_per_frame)
         result = fit(model, dataset, loss_fn, cfg.train, run, accelerator=acc, collate_fn=collate,
