@@ -5,7 +5,6 @@ with HF_HUB_OFFLINE=1; the upload path through huggingface_hub's real HfApi with
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import os
 import subprocess
@@ -18,9 +17,9 @@ import huggingface_hub
 import pytest
 import torch
 from huggingface_hub import constants
-from huggingface_hub.file_download import repo_folder_name
 from huggingface_hub.utils._http import hf_request_event_hook
 from safetensors.torch import load_file
+from support.hub_cache import COMMIT, git_blob_sha1, write_hub_cache
 from support.tokenize_fixture import save_tokenizers
 from torch import nn
 
@@ -35,8 +34,6 @@ from vqmae.hub import (
     resolve_tokenizer_folder,
 )
 
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
-
 
 @dataclass
 class HubToyConfig:
@@ -50,29 +47,6 @@ class HubToy(PretrainedModel):
     def __init__(self, config: HubToyConfig):
         super().__init__(config)
         self.lin = nn.Linear(config.width, 3)
-
-
-def git_blob_sha1(data: bytes) -> str:
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-
-
-def write_hub_cache(cache: Path, repo_id: str, folder: Path, commit: str = COMMIT, ref: str = "main") -> Path:
-    """Put ``folder`` into a hub cache the way ``hf_hub_download`` leaves it:
-    ``models--org--name/blobs/<etag>`` (sha256 for LFS files, git blob sha1 otherwise),
-    ``snapshots/<commit>/<path>`` relative symlinks to the blobs, ``refs/<ref>`` = commit."""
-    storage = cache / repo_folder_name(repo_id=repo_id, repo_type=constants.REPO_TYPE_MODEL)
-    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
-        data = f.read_bytes()
-        etag = hashlib.sha256(data).hexdigest() if f.suffix == ".safetensors" else git_blob_sha1(data)
-        blob = storage / "blobs" / etag
-        blob.parent.mkdir(parents=True, exist_ok=True)
-        blob.write_bytes(data)
-        link = storage / "snapshots" / commit / f.relative_to(folder)
-        link.parent.mkdir(parents=True, exist_ok=True)
-        os.symlink(os.path.relpath(blob, link.parent), link)
-    (storage / "refs").mkdir(parents=True, exist_ok=True)
-    (storage / "refs" / ref).write_text(commit)
-    return storage
 
 
 def tiny_classifier(seed: int = 0):
