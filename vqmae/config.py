@@ -284,6 +284,9 @@ def _build(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     except ValueError as e:  # a check in __post_init__
         if isinstance(e, ConfigError):
             raise
+        head = str(e).split(":", 1)[0]
+        if head.split(".")[0] in fields:  # "name: why" -> the full dotted key
+            raise ConfigError(f"{prefix}{e}") from None
         raise ConfigError(f"{prefix.rstrip('.') or cls.__name__}: {e}") from None
 
 
