@@ -169,3 +169,16 @@ def test_diverging_resume_stays_recoverable(store, tmp_path, capsys):
     code = pretrain.main(["--tokens", str(store), "--out", str(out), *args, "train.epochs=4", "train.lr=1e-6",
                           "--resume"])
     assert code in (0, 1) and f"resumed from {newest}" in (out / "train.log").read_text()
+
+
+def test_every_pretrain_preset_has_an_architecture():
+    from vqmae.mae.config import preset_names as architectures
+    from vqmae.presets import preset_names
+
+    assert preset_names("pretrain") == architectures() == ["paper", "base", "demo", "tiny"]
+    cfg = pretrain.PretrainConfig(tokens="t", out="o")
+    assert cfg.train.epochs == 10  # the class default; the preset applies when parsing
+    from vqmae.config import parse_config
+
+    cfg = parse_config(pretrain.PretrainConfig, ["tokens=t", "out=o", "preset=demo"], presets="pretrain")
+    assert (cfg.window_seconds, cfg.train.epochs, cfg.train.base_lr) == (1.0, 12, 3.2e-2)
