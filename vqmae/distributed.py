@@ -47,9 +47,13 @@ def init_distributed_if_launched(**state_kwargs: Any):
 
 
 def _state():
+    """accelerate's PartialState (joins the process group when launched with several ranks)."""
     from accelerate import PartialState
 
-    return PartialState(cpu=not torch.cuda.is_available())
+    state = PartialState(cpu=not torch.cuda.is_available())
+    if state.num_processes > 1:
+        register_process_group_release()
+    return state
 
 
 def is_main_process() -> bool:
