@@ -1,7 +1,7 @@
 """``vqmae demo`` / ``vqmae run``: every stage end to end, cached in one run folder, then a report.
 
     vqmae demo                          # synthetic corpus -> ... -> runs/demo/report.html (~15 min, 2 CPUs)
-    vqmae demo --quick                  # a smaller corpus and shorter training (~3 min)
+    vqmae demo --quick                  # a smaller corpus and shorter training (~3 min): preset=quick
     vqmae demo --fresh                  # redo every stage
     vqmae run --config configs/ravdess.yaml root=/data/RAVDESS
 
@@ -10,6 +10,8 @@ Stages (each one is the same command a user would type; the exact command lines 
 
     synth -> prepare -> tokenizer_audio + tokenizer_visual -> tokenize -> pretrain -> finetune -> report
 
+The stages are the CLI's commands (``vqmae.cli.COMMANDS`` gives their order and modules;
+``train-tokenizer`` runs once per modality). Presets (``preset=quick|tiny``): vqmae/presets/demo.yaml.
 A stage whose command (and every upstream stage) is unchanged and finished is skipped on a rerun;
 ``--fresh`` redoes all, ``--redo STAGE[,STAGE]`` redoes some (and everything after them).
 Extra arguments per stage: ``args.pretrain='[train.epochs=50]'`` or in YAML
@@ -35,23 +37,35 @@ from vqmae.io import read_json, write_json
 from vqmae.pipelines.common import UserError, stage_main
 from vqmae.runs import log
 
-STAGES = ["synth", "prepare", "tokenizer_audio", "tokenizer_visual", "tokenize", "pretrain",
-          "finetune", "report"]
-
-# Stage -> the module it runs (``python -m MODULE ARGS``).
-STAGE_MODULES = {
-    "synth": "vqmae.pipelines.synth",
-    "prepare": "vqmae.pipelines.prepare",
-    "tokenizer_audio": "vqmae.pipelines.train_tokenizer",
-    "tokenizer_visual": "vqmae.pipelines.train_tokenizer",
-    "tokenize": "vqmae.pipelines.tokenize",
-    "pretrain": "vqmae.pipelines.pretrain",
-    "finetune": "vqmae.pipelines.finetune",
+STAGE_FOLDERS: dict[str, str] = {
+    "synth": "corpus", "prepare": "prepared", "train-tokenizer": "tokenizer_{modality}",
+    "tokenize": "tokens", "pretrain": "pretrain", "finetune": "finetune", "report": ".",
 }
-STAGE_CLI = {"synth": "synth", "prepare": "prepare", "tokenizer_audio": "train-tokenizer",
-             "tokenizer_visual": "train-tokenizer", "tokenize": "tokenize", "pretrain": "pretrain",
-             "finetune": "finetune"}
-TRAINING_STAGES = {"tokenizer_audio", "tokenizer_visual", "pretrain", "finetune"}
+"""The CLI commands the pipeline runs, and the folder of the run each one writes. Their order and
+modules come from ``vqmae.cli.COMMANDS``; a folder with ``{modality}`` makes one stage per modality."""
+MODALITIES = ("audio", "visual")
+ACCELERATED = {"train-tokenizer", "tokenize", "pretrain", "finetune"}
+"""Commands run under ``accelerate launch`` when num_processes > 1."""
+
+
+def pipeline_stages() -> dict[str, str]:
+    """Stage name -> CLI command, in pipeline order (``tokenizer_audio``, ``tokenizer_visual``
+    for ``train-tokenizer``)."""
+    from vqmae.cli import COMMANDS
+
+    stages: dict[str, str] = {}
+    for command in COMMANDS:
+        folder = STAGE_FOLDERS.get(command)
+        if folder is None:
+            continue
+        if "{modality}" in folder:
+            stages.update({folder.format(modality=m): command for m in MODALITIES})
+        else:
+            stages[command] = command
+    return stages
+
+
+STAGES = list(pipeline_stages())
 FACE_CENTRED = {"synthetic", "voxceleb2"}
 
 
@@ -63,8 +77,9 @@ class PipelineConfig:
     """demo: generate the synthetic corpus first; run: use dataset/root."""
     out: str = ""
     """Run folder ('' = runs/demo, or runs/<dataset> in run mode)."""
-    quick: bool = False
-    """A small corpus and short training (about 3 minutes on 2 CPU cores)."""
+    preset: str = ""
+    """Named settings from vqmae/presets/demo.yaml: quick (about 3 minutes on 2 CPU cores; also
+    --quick) | tiny (every stage at the smallest size, seconds)."""
     fresh: bool = False
     """Redo every stage."""
     redo: list[str] = field(default_factory=list)
@@ -82,7 +97,7 @@ class PipelineConfig:
     protocol: str = "kfold"
     """Fold protocol (vqmae prepare): kfold | loso | ravdess6 | cremad5."""
     folds: int = 0
-    """k of k-fold (0 = 4; with --quick 6, so the one fold it runs trains on 4 of its 6 speakers)."""
+    """k of k-fold (0 = 4)."""
     tokenizer_preset: str = "demo"
     mae_preset: str = "demo"
     finetune_preset: str = "demo"
@@ -94,35 +109,23 @@ class PipelineConfig:
     """Use this trained visual tokenizer folder instead of training one."""
     pretrained: str = ""
     """Use this pretrained VQ-MAE-AV folder instead of pretraining (fine-tune only)."""
+    in_process: bool = False
+    """Run each stage's command in this process (``vqmae.cli.main``) instead of a subprocess:
+    faster for tiny runs and tests; no ``accelerate launch``."""
     num_processes: int = 1
     """> 1: training stages run under ``accelerate launch --multi_gpu --num_processes N``."""
     stages: list[str] = field(default_factory=lambda: list(STAGES))
     """Stages to run (the others must already be done)."""
     args: dict = field(default_factory=dict)
     """Extra command-line arguments per stage, e.g. {pretrain: ["train.epochs=50"]}."""
-
-
-QUICK = {
-    "synth": ["--speakers", "6"],
-    "tokenizer_audio": ["train.epochs=2"],
-    "tokenizer_visual": ["train.epochs=1"],
-    "pretrain": ["train.epochs=4"],
-    "finetune": ["max_folds=1", "train.epochs=2"],
-}
-"""--quick: extra arguments per stage (after the stage's own, before ``args``)."""
+    preset_args: dict = field(default_factory=dict)
+    """Extra arguments per stage that a preset sets (before args)."""
 
 
 def _stage_dirs(run: Path) -> dict[str, Path]:
-    return {
-        "synth": run / "corpus",
-        "prepare": run / "prepared",
-        "tokenizer_audio": run / "tokenizer_audio",
-        "tokenizer_visual": run / "tokenizer_visual",
-        "tokenize": run / "tokens",
-        "pretrain": run / "pretrain",
-        "finetune": run / "finetune",
-        "report": run,
-    }
+    stages = pipeline_stages()
+    return {stage: run / STAGE_FOLDERS[command].format(modality=stage.rpartition("_")[2])
+            for stage, command in stages.items()}
 
 
 def stage_commands(cfg: PipelineConfig, run: Path) -> dict[str, list[str]]:
@@ -137,7 +140,7 @@ def stage_commands(cfg: PipelineConfig, run: Path) -> dict[str, list[str]]:
         if cfg.synth_speakers:
             cmds["synth"] += ["--speakers", str(cfg.synth_speakers)]
     cmds["prepare"] = ["--dataset", dataset, "--root", root, "--out", str(d["prepare"]),
-                       "--protocol", cfg.protocol, "--k", str(cfg.folds or (6 if cfg.quick else 4)), "--seed", str(cfg.seed),
+                       "--protocol", cfg.protocol, "--k", str(cfg.folds or 4), "--seed", str(cfg.seed),
                        f"detect_faces={str(detect).lower()}"]
     for modality in ("audio", "visual"):
         cmds[f"tokenizer_{modality}"] = [
@@ -162,9 +165,9 @@ def stage_commands(cfg: PipelineConfig, run: Path) -> dict[str, list[str]]:
                         "--preset", cfg.finetune_preset,
                         f"modalities=[{','.join(cfg.modalities)}]",
                         f"experiments=[{','.join(cfg.experiments)}]", f"seed={cfg.seed}"]
-    for stage, extra in QUICK.items():
-        if cfg.quick and stage in cmds:
-            cmds[stage] += extra
+    for stage, extra in cfg.preset_args.items():
+        if stage in cmds:
+            cmds[stage] += [str(a) for a in extra]
     for stage, extra in cfg.args.items():
         if stage not in cmds:
             close = difflib.get_close_matches(stage, list(cmds), n=1)
@@ -175,8 +178,11 @@ def stage_commands(cfg: PipelineConfig, run: Path) -> dict[str, list[str]]:
 
 
 def _launcher(stage: str, cfg: PipelineConfig) -> list[str]:
-    module = STAGE_MODULES[stage]
-    if cfg.num_processes > 1 and stage in TRAINING_STAGES | {"tokenize"}:
+    from vqmae.cli import COMMANDS
+
+    command = pipeline_stages()[stage]
+    module = COMMANDS[command][0]
+    if cfg.num_processes > 1 and command in ACCELERATED:
         return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
                 "--num_processes", str(cfg.num_processes), "--num_machines", "1",
                 "--dynamo_backend", "no", "--mixed_precision", "no", "-m", module]
@@ -188,7 +194,7 @@ def _display_command(stage: str, cfg: PipelineConfig) -> list[str]:
     launcher = _launcher(stage, cfg)
     if launcher[1:3] == ["-m", "accelerate.commands.launch"]:
         return ["accelerate", "launch", *launcher[3:]]
-    return ["vqmae", STAGE_CLI[stage]]
+    return ["vqmae", pipeline_stages()[stage]]
 
 
 def _key(parts: list[str]) -> str:
@@ -245,13 +251,17 @@ def run(cfg: PipelineConfig) -> int:
             full = _launcher(stage, cfg) + argv
             command = shlex.join(_display_command(stage, cfg) + argv)
             log.info("[%s] %s", stage, command)
-            env = dict(os.environ)
-            proc = subprocess.run(full, env=env)
-            if proc.returncode != 0:
+            if cfg.in_process:
+                from vqmae.cli import main as cli_main
+
+                returncode = cli_main([pipeline_stages()[stage], *argv])
+            else:
+                returncode = subprocess.run(full, env=dict(os.environ)).returncode
+            if returncode != 0:
                 state[stage] = {"status": "failed", "key": key, "command": command,
-                                "seconds": round(time.time() - t0, 1), "returncode": proc.returncode}
+                                "seconds": round(time.time() - t0, 1), "returncode": returncode}
                 write_json(state_path, state)
-                raise UserError(f"stage '{stage}' failed (exit {proc.returncode}); command: {command}")
+                raise UserError(f"stage '{stage}' failed (exit {returncode}); command: {command}")
         state[stage] = {"status": "done", "key": key, "command": command,
                         "seconds": round(time.time() - t0, 1),
                         "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
@@ -273,7 +283,8 @@ DESCRIPTION = __doc__ or ""
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    return stage_main("demo", DESCRIPTION, PipelineConfig, run, argv)
+    argv = ["preset=quick" if a in ("--quick", "quick=true", "--quick=true") else a for a in argv]
+    return stage_main("demo", DESCRIPTION, PipelineConfig, run, argv, presets="demo")
 
 
 if __name__ == "__main__":
