@@ -15,9 +15,9 @@ Why not ``PyTorchModelHubMixin``: its ``from_pretrained`` falls back to ``pytorc
 blocks (``snapshot_download``, ``upload_folder``, ``ModelCard``) are used instead.
 
 Self-contained models: :func:`bundle_tokenizers` copies the tokenizer folders a model was trained
-on into ``MODEL/tokenizers/<modality>/`` and records them relative to the model folder (plus the
-hub id and commit when they came from the hub); :func:`resolve_tokenizer_folder` finds them again
-from any working directory.
+on into ``MODEL/tokenizers/<modality>/`` and records them relative to the model folder
+(``"bundled": "tokenizers/audio"``, plus the hub id and commit when they came from the hub);
+:func:`resolve_tokenizer_folder` finds them again from any working directory.
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ from typing import Any
 from vqmae.checkpoint import CONFIG_NAME, PICKLE_SUFFIXES, WEIGHTS_NAME, ModelFolderError
 
 TOKENIZERS_DIR = "tokenizers"
+# what bundling adds to a tokenizer record ("dir" keeps what was recorded before)
+BUNDLE_KEYS = ("bundled", "hub_id", "revision", "source_dir")
 CARD_NAME = "README.md"
 # files a model folder may hold on the hub (anything else in the folder stays local)
 MODEL_FILES = (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME)
@@ -140,7 +142,7 @@ def tokenizer_records(meta: dict[str, Any]) -> dict[str, dict[str, Any]]:
     if isinstance(info.get("tokenizers"), dict):
         return {m: dict(r or {}) for m, r in info["tokenizers"].items()}
     prov = (meta.get("token_store") or {}).get("provenance") or {}
-    return {m: {**store_tokenizer_record(r), **{k: r[k] for k in ("hub_id", "revision", "source_dir") if r.get(k)}}
+    return {m: {**store_tokenizer_record(r), **{k: r[k] for k in BUNDLE_KEYS if r.get(k)}}
             for m, r in prov.items() if isinstance(r, dict)}
 
 
@@ -177,8 +179,10 @@ def tokenizer_source(folder_or_id: str | Path, revision: str | None = None) -> d
 def bundle_tokenizers(model_folder: str | Path, records: dict[str, dict[str, Any]],
                       base_dir: str | Path | None = None, strict: bool = True) -> dict[str, dict[str, Any]]:
     """Copy each tokenizer folder into ``model_folder/tokenizers/<modality>/`` (``config.json``,
-    ``model.safetensors``, ``README.md``) and return the records with ``dir`` relative to the
-    model folder, ``source_dir`` (absolute) and any ``hub_id``/``revision`` kept.
+    ``model.safetensors``, ``README.md``; hard links when possible) and return the records with
+    ``bundled`` (that folder, relative to the model folder), ``source_dir`` (absolute) or
+    ``hub_id``/``revision`` (the commit) when it came from the hub; ``dir`` is kept as it was, so
+    readers of the old records still work.
 
     ``records``: ``{modality: {"dir": folder or hub id, "fingerprint": ..., ...}}`` (relative
     ``dir`` taken from ``base_dir``, default the working directory). A recorded fingerprint must
@@ -211,27 +215,36 @@ def _bundle_one(model_folder: Path, m: str, rec: dict[str, Any], base_dir: str |
         if not local.is_absolute():
             local = Path(base_dir or ".") / local
         local = _tokenizer_model_dir(local)
-    if local is not None and (local / CONFIG_NAME).is_file() and local.resolve() != dest.resolve():
+    want = rec.get("fingerprint")
+
+    def matches(p: Path) -> bool:
+        fp = folder_fingerprint(p)
+        return not (want and fp and fp != want)
+
+    local_ok = local is not None and (local / CONFIG_NAME).is_file() and local.resolve() != dest.resolve()
+    if local_ok and matches(local):
         src = local
-    elif (dest / CONFIG_NAME).is_file():  # bundled before (a re-save): keep it
-        return {**rec, "dir": f"{TOKENIZERS_DIR}/{m}"}
-    elif rec.get("hub_id") or is_hub_id(src_name):
+    elif (dest / CONFIG_NAME).is_file() and matches(dest):  # bundled before (a re-save): keep it
+        return {**rec, "bundled": f"{TOKENIZERS_DIR}/{m}"}
+    elif rec.get("hub_id") or (is_hub_id(src_name) and not local_ok):
         hub_id = str(rec.get("hub_id") or src_name)
         snapshot = resolve_model_folder(hub_id, rec.get("revision") or None)
         src = _tokenizer_model_dir(snapshot)
         rec.update(hub_id=hub_id, revision=snapshot.name)  # snapshots/<commit>
+    elif local_ok:
+        raise ModelFolderError(f"{local}: tokenizer {folder_fingerprint(local)[:12]}… is not the one recorded "
+                               f"({str(want)[:12]}…)")
     else:
         raise ModelFolderError(f"the {m} tokenizer folder '{src_name}' is not found; cannot bundle it "
                                f"into {model_folder}")
     fp = folder_fingerprint(src)
-    want = rec.get("fingerprint")
-    if want and fp and fp != want:
-        raise ModelFolderError(f"{src}: tokenizer {fp[:12]}… is not the one recorded ({want[:12]}…)")
+    if not matches(src):
+        raise ModelFolderError(f"{src}: tokenizer {fp[:12]}… is not the one recorded ({str(want)[:12]}…)")
     dest.mkdir(parents=True, exist_ok=True)
     for name in MODEL_FILES:
         if (src / name).is_file():
             _link_or_copy(src / name, dest / name)
-    out = {**rec, "dir": f"{TOKENIZERS_DIR}/{m}", "fingerprint": fp or want or ""}
+    out = {**rec, "bundled": f"{TOKENIZERS_DIR}/{m}", "fingerprint": fp or want or ""}
     if not rec.get("hub_id"):
         out["source_dir"] = str(src.resolve())
     return out
@@ -276,8 +289,7 @@ def make_self_contained(model_folder: str | Path, base_dir: str | Path | None = 
     elif (meta.get("token_store") or {}).get("provenance"):
         prov = meta["token_store"]["provenance"]
         for m, r in recs.items():
-            prov[m] = {**prov.get(m, {}), "tokenizer_dir": r["dir"],
-                       **{k: r[k] for k in ("hub_id", "revision", "source_dir") if r.get(k)}}
+            prov[m] = {**prov.get(m, {}), **{k: r[k] for k in BUNDLE_KEYS if r.get(k)}}
     write_json(model_folder / CONFIG_NAME, meta)
     write_model_card(model_folder, meta)
     return meta
@@ -286,12 +298,14 @@ def make_self_contained(model_folder: str | Path, base_dir: str | Path | None = 
 def resolve_tokenizer_folder(model_folder: str | Path | None, modality: str, record: dict[str, Any],
                              override: str | Path | None = None) -> Path:
     """The tokenizer folder of ``modality`` for a model, from any working directory: ``override``;
-    else inside the model folder (the recorded relative ``dir``, then ``tokenizers/<modality>``);
+    else inside the model folder (the recorded ``bundled`` folder, then ``tokenizers/<modality>``);
     else the recorded ``hub_id`` (through the hub cache); else the recorded path as given (old
     records: relative to the directory the model was trained from), relative to the model
-    folder's parents, or ``source_dir``. The fingerprint is checked when recorded."""
+    folder's parents, or ``source_dir``. A recorded fingerprint must match: a folder with another
+    tokenizer is passed over (an error naming it if nothing else matches; at once for ``override``)."""
     want = record.get("fingerprint") or ""
     tried: list[str] = []
+    wrong: list[str] = []
 
     def ok(p: Path) -> Path | None:
         p = _tokenizer_model_dir(p)
@@ -300,21 +314,20 @@ def resolve_tokenizer_folder(model_folder: str | Path | None, modality: str, rec
             return None
         fp = folder_fingerprint(p)
         if want and fp and fp != want:
-            raise ModelFolderError(f"{p}: tokenizer {fp[:12]}… is not the one the model was trained with "
-                                   f"({want[:12]}…)")
+            wrong.append(f"{p}: tokenizer {fp[:12]}… is not the one the model was trained with ({want[:12]}…)")
+            return None
         return p
 
     if override:
-        found = ok(Path(override))
-        if found is None:
-            raise ModelFolderError(f"{override}: not a tokenizer model folder (no {CONFIG_NAME})")
+        if (found := ok(Path(override))) is None:
+            raise ModelFolderError(wrong[0] if wrong else f"{override}: not a tokenizer model folder (no {CONFIG_NAME})")
         return found
     rec_dir = str(record.get("dir") or record.get("tokenizer_dir") or "")
     mf = Path(model_folder) if model_folder is not None else None
     candidates: list[Path] = []
     if mf is not None:
-        if rec_dir and not Path(rec_dir).is_absolute():
-            candidates.append(mf / rec_dir)
+        if record.get("bundled"):
+            candidates.append(mf / str(record["bundled"]))
         candidates.append(mf / TOKENIZERS_DIR / modality)
     for c in candidates:
         if (found := ok(c)) is not None:
@@ -336,6 +349,8 @@ def resolve_tokenizer_folder(model_folder: str | Path | None, modality: str, rec
     for c in old:
         if (found := ok(c)) is not None:
             return found
+    if wrong:
+        raise ModelFolderError(f"the {modality} tokenizer of {model_folder or 'the model'}: " + "; ".join(wrong))
     raise ModelFolderError(f"the {modality} tokenizer of {model_folder or 'the model'} is not found "
                            f"(looked in {', '.join(dict.fromkeys(tried)) or 'nowhere: nothing recorded'}); "
                            f"give --{modality}-tokenizer DIR")

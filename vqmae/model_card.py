@@ -76,16 +76,14 @@ def tokenizers_section(meta: Mapping[str, Any]) -> str:
         return ""
     lines = [_row(["modality", "tokenizer", "fingerprint", "frames/s"]), _row(["---"] * 4)]
     for m, r in recs.items():
-        where = r.get("dir") or ""
+        where = f"`{r['dir']}`" if r.get("dir") else ""
         if r.get("hub_id"):
             where = f"`{r['hub_id']}`" + (f" @ {r['revision'][:12]}" if r.get("revision") else "")
-            if r.get("dir"):
-                where += f" (copy in `{r['dir']}`)"
-        elif where:
-            where = f"`{where}`"
+        if r.get("bundled"):
+            where = (where + " " if where else "") + f"(copy in `{r['bundled']}`)"
         lines.append(_row([m, where or "–", f"`{r.get('fingerprint', '')}`" if r.get("fingerprint") else "–",
                            r.get("frames_per_second", "–")]))
-    bundled = all(str(r.get("dir", "")).startswith("tokenizers/") for r in recs.values())
+    bundled = all(r.get("bundled") for r in recs.values())
     note = ("The tokenizers are inside this folder (`tokenizers/`), so it runs from media as is."
             if bundled else "Tokens must come from exactly these tokenizers (fingerprints are checked).")
     return "\n".join(lines) + "\n\n" + note

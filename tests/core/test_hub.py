@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -328,12 +329,11 @@ def test_bundled_tokenizers_resolve_from_any_directory(tmp_path, monkeypatch):
     model.save_pretrained(folder)
     meta = json.loads((folder / "config.json").read_text())
     recs = meta["info"]["tokenizers"]
-    assert recs["audio"]["dir"] == "tokenizers/audio" and recs["audio"]["fingerprint"] == fps["audio"]
+    assert recs["audio"]["bundled"] == "tokenizers/audio" and recs["audio"]["fingerprint"] == fps["audio"]
+    assert recs["audio"]["dir"] == model.info["tokenizers"]["audio"]["dir"] != ""  # kept for old readers
     assert (folder / "tokenizers" / "visual" / "model.safetensors").is_file()
     moved = tmp_path / "moved"
     os.rename(tmp_path / "out", moved)
-    import shutil
-
     shutil.rmtree(train_dir / "runs")  # the original tokenizer folders are gone
     monkeypatch.chdir(elsewhere)
     for m in ("audio", "visual"):
@@ -350,20 +350,30 @@ def test_old_relative_records_still_resolve_and_can_be_made_self_contained(tmp_p
     rec = json.loads((folder / "config.json").read_text())["info"]["tokenizers"]["audio"]
     monkeypatch.chdir(folder)  # elsewhere: the relative path is found through the folder's parents
     assert resolve_tokenizer_folder(folder, "audio", rec) == tmp_path / rec["dir"]
+    # a folder with another tokenizer at the recorded relative path (the visual one) is passed over
+    (tmp_path / "elsewhere" / "runs").mkdir(parents=True)
+    shutil.copytree(tmp_path / "runs" / "visual_tok0", tmp_path / "elsewhere" / rec["dir"])
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert resolve_tokenizer_folder(folder, "audio", rec) == tmp_path / rec["dir"]
     meta = make_self_contained(folder, base_dir=tmp_path)
-    assert meta["info"]["tokenizers"]["audio"]["dir"] == "tokenizers/audio"
+    assert meta["info"]["tokenizers"]["audio"]["bundled"] == "tokenizers/audio"
     assert meta["info"]["tokenizers"]["audio"]["source_dir"] == str((tmp_path / rec["dir"]).resolve())
     assert load_pretrained(folder).fingerprint() == model.fingerprint()  # weights untouched
     again = make_self_contained(folder)  # idempotent, from any directory
     assert again["info"]["tokenizers"] == meta["info"]["tokenizers"]
     with pytest.raises(ModelFolderError, match="not the one"):
         resolve_tokenizer_folder(folder, "audio", {**rec, "fingerprint": "0" * 64})
+    with pytest.raises(ModelFolderError, match="not the one"):
+        resolve_tokenizer_folder(folder, "audio", rec, override=tmp_path / "runs" / "visual_tok0")
     with pytest.raises(ModelFolderError, match="--audio-tokenizer"):
         resolve_tokenizer_folder(tmp_path / "x", "audio", {"dir": "nowhere/tok"})
     kept = bundle_tokenizers(tmp_path / "y", {"audio": {"dir": "no/such/tok", "fingerprint": "e"}}, strict=False)
     assert kept == {"audio": {"dir": "no/such/tok", "fingerprint": "e"}}
     with pytest.raises(ModelFolderError, match="not found; cannot bundle"):
         bundle_tokenizers(tmp_path / "y", {"audio": {"dir": "no/such/tok"}})
+    with pytest.raises(ModelFolderError, match="not the one recorded"):
+        bundle_tokenizers(tmp_path / "z", {"audio": {"dir": "runs/visual_tok0", "fingerprint": fps["audio"]}},
+                          base_dir=tmp_path)
     assert bundle_tokenizers(tmp_path / "y", {"audio": {"dir": "", "fingerprint": "e"}}) == {
         "audio": {"dir": "", "fingerprint": "e"}}  # nothing recorded: nothing to bundle
 
@@ -376,9 +386,9 @@ def test_tokenizers_from_the_hub_are_bundled_with_hub_id(tmp_path, monkeypatch):
     fp = json.loads((a / "config.json").read_text())["fingerprint"]
     recs = bundle_tokenizers(tmp_path / "model", {"audio": {"dir": "org/audio-tok", "fingerprint": fp}})
     assert recs["audio"]["hub_id"] == "org/audio-tok" and recs["audio"]["revision"] == COMMIT
-    assert recs["audio"]["dir"] == "tokenizers/audio" and "source_dir" not in recs["audio"]
+    assert recs["audio"]["bundled"] == "tokenizers/audio" and "source_dir" not in recs["audio"]
     # resolution by hub id when the bundled copy is missing
-    rec = {"hub_id": "org/audio-tok", "revision": COMMIT, "fingerprint": fp, "dir": "tokenizers/audio"}
+    rec = {"hub_id": "org/audio-tok", "revision": COMMIT, "fingerprint": fp, "bundled": "tokenizers/audio"}
     p = resolve_tokenizer_folder(tmp_path / "other_model", "audio", rec)
     assert p.parts[-2:] == ("snapshots", COMMIT)
     from vqmae.tokenizers import load_tokenizer
@@ -401,10 +411,12 @@ def test_pretrained_model_made_self_contained_keeps_store_provenance(tmp_path, m
         "token_store": {"path": "tokens", "provenance": prov}})
     meta = make_self_contained(folder)
     new = meta["token_store"]["provenance"]
-    assert new["audio"]["tokenizer_dir"] == "tokenizers/audio" and new["audio"]["fingerprint"] == fp["audio"]
+    assert new["audio"]["bundled"] == "tokenizers/audio" and new["audio"]["fingerprint"] == fp["audio"]
+    assert new["audio"]["tokenizer_dir"] == "runs/audio_tok0"  # unchanged: reconstruct etc. read it
     assert new["visual"]["hub_id"] == "org/vis" and new["visual"]["revision"] == COMMIT
     recs = tokenizer_records(meta)
-    assert recs["visual"]["hub_id"] == "org/vis" and recs["audio"]["dir"] == "tokenizers/audio"
+    assert recs["visual"]["hub_id"] == "org/vis" and recs["audio"]["bundled"] == "tokenizers/audio"
+    assert resolve_tokenizer_folder(folder, "visual", recs["visual"]) == folder / "tokenizers" / "visual"
     # hard links (or copies) of the files, not the originals
     assert (folder / "tokenizers" / "audio" / "model.safetensors").read_bytes() == (a / "model.safetensors").read_bytes()
     assert "tokenizers/visual" in (folder / "README.md").read_text()

@@ -27,8 +27,9 @@ def _classifier():
     model = EmotionClassifier(ClassifierConfig(encoder=mae_preset("tiny"), num_classes=3, classes=CLASSES))
     model.info = {
         "task": {"kind": "classify", "classes": CLASSES, "target_names": []},
-        "tokenizers": {"audio": {"dir": "tokenizers/audio", "fingerprint": "a" * 64, "frames_per_second": 50.0},
-                       "visual": {"dir": "tokenizers/visual", "fingerprint": "b" * 64, "hub_id": "org/vis-tok",
+        "tokenizers": {"audio": {"dir": "runs/tok_a", "bundled": "tokenizers/audio", "fingerprint": "a" * 64,
+                                 "frames_per_second": 50.0},
+                       "visual": {"bundled": "tokenizers/visual", "fingerprint": "b" * 64, "hub_id": "org/vis-tok",
                                   "revision": "c" * 40, "frames_per_second": 25.0}},
         "store": "runs/demo/tokens", "init": "org/vqmae-av-base", "experiment": "finetune-av",
         "fold": {"index": 1, "train": ["s1"], "val": ["s2"], "test": ["s3", "s4"]}, "best_epoch": 2,
@@ -63,6 +64,7 @@ def test_every_saved_model_gets_a_card_with_hub_metadata(tmp_path):
     assert "`vqmae-classifier`" in text and model.fingerprint() in text
     assert "angry, happy, sad" in text
     assert "a" * 64 in text and "`org/vis-tok` @ cccccccccccc (copy in `tokenizers/visual`)" in text
+    assert "`runs/tok_a` (copy in `tokenizers/audio`)" in text
     assert "inside this folder" in text  # bundled tokenizers
     assert "vqmae finetune --tokens T" in text and "runs/demo/tokens" in text
     assert "fold 1 (test speakers: s3, s4)" in text
