@@ -274,16 +274,18 @@ def store_tokenizer_record(prov: dict[str, Any]) -> dict[str, Any]:
     return rec
 
 
-def make_self_contained(model_folder: str | Path, base_dir: str | Path | None = None) -> dict[str, Any]:
+def make_self_contained(model_folder: str | Path, base_dir: str | Path | None = None,
+                        strict: bool = True, card: dict[str, Any] | None = None) -> dict[str, Any]:
     """Bundle the tokenizers a saved model folder records (see :func:`bundle_tokenizers`), rewrite
-    its ``config.json`` records and model card. Returns the new config.json dict."""
+    its ``config.json`` records and model card (``card``: extra card inputs, as for
+    ``save_pretrained``). Returns the new config.json dict."""
     from vqmae.checkpoint import read_model_config
     from vqmae.io import write_json
     from vqmae.model_card import write_model_card
 
     model_folder = Path(model_folder)
     meta = read_model_config(model_folder)
-    recs = bundle_tokenizers(model_folder, tokenizer_records(meta), base_dir)
+    recs = bundle_tokenizers(model_folder, tokenizer_records(meta), base_dir, strict=strict)
     if isinstance((meta.get("info") or {}).get("tokenizers"), dict):
         meta["info"]["tokenizers"] = recs
     elif (meta.get("token_store") or {}).get("provenance"):
@@ -291,7 +293,7 @@ def make_self_contained(model_folder: str | Path, base_dir: str | Path | None = 
         for m, r in recs.items():
             prov[m] = {**prov.get(m, {}), **{k: r[k] for k in BUNDLE_KEYS if r.get(k)}}
     write_json(model_folder / CONFIG_NAME, meta)
-    write_model_card(model_folder, meta)
+    write_model_card(model_folder, meta, **(card or {}))
     return meta
 
 
