@@ -1,4 +1,4 @@
-"""Visually guided self-supervised pretraining of an audio encoder (Shukla et al. 2020/2021).
+r"""Visually guided self-supervised pretraining of an audio encoder (Shukla et al. 2020/2021).
 
     vqmae pretrain-vssl --manifest data/demo --out runs/vssl --task visual|audio|multitask \
         [--preset tiny|demo|base] [model.generator.face_size=64] [model.audio_weight=0.5] \
