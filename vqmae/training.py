@@ -298,6 +298,12 @@ def _check_finite_loss(acc, loss: torch.Tensor, state: dict[str, Any], run: Run)
         )
 
 
+def shown_metric(name: str, value: float) -> float:
+    """A metric as logs show it: fine-tuning's ``selection`` (UAR minus a 1e-6 · cross-entropy
+    tie-break) reads 0 for a zero UAR, not -1.6e-06."""
+    return max(value, 0.0) if name == "selection" else value
+
+
 def evaluate_and_select(model: nn.Module, eval_fn: EvalFn, epoch: int, cfg: TrainConfig,
                         state: dict[str, Any], run: Run, acc) -> None:
     """``eval_fn`` after epoch ``epoch`` (0-based; logged 1-based); logs the row, appends it to
@@ -311,7 +317,7 @@ def evaluate_and_select(model: nn.Module, eval_fn: EvalFn, epoch: int, cfg: Trai
     run.log_metrics(row)
     state["history"].append(row)
     run.info("epoch %d/%d: %s", epoch + 1, cfg.epochs, ", ".join(
-        f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, (int, float))))
+        f"{k} {shown_metric(k, v):.4g}" for k, v in metrics.items() if isinstance(v, (int, float))))
     if not cfg.select_metric:
         return
     if cfg.select_metric not in metrics:
@@ -406,7 +412,7 @@ def fit(
     if cfg.select_metric and cfg.restore_best and state["best_epoch"] is not None:
         load_weights(unwrapped, run.dir / "best")
         run.info("restored the best epoch %d (%s = %.4g)", state["best_epoch"] + 1,
-                 cfg.select_metric, state["best_metric"])
+                 cfg.select_metric, shown_metric(cfg.select_metric, state["best_metric"]))
     acc.wait_for_everyone()
     model = opt = None  # noqa: F841
     acc.free_memory()  # drop the prepared (DDP) model: a live one at exit can abort gloo

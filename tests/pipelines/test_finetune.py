@@ -350,3 +350,98 @@ def test_two_process_finetune_runs_and_writes_once(store, mae_dir, tmp_path):
     keys = [(r["step"], r["split"]) for r in rows]
     assert len(keys) == len(set(keys)) and {k[1] for k in keys} == {"train", "val"}
     assert proc.stderr.count("finetune-av: fold 1/1") == 1  # rank 1 does not log
+
+
+# ------------------------------------------------------------------------------ faults
+
+
+def test_init_folder_of_pickles_is_a_clear_error(store, mae_dir, tmp_path, capsys):
+    """`--init DIR` where DIR holds `model.pt` (alone, or beside a config.json): one line, exit 2."""
+    only_pickle = tmp_path / "pickled"
+    only_pickle.mkdir()
+    torch.save(VQMAEAV(mae_preset("tiny")).state_dict(), only_pickle / "model.pt")
+    with_config = tmp_path / "pickled_with_config"
+    with_config.mkdir()
+    (with_config / "config.json").write_text((mae_dir / "config.json").read_text())
+    torch.save(VQMAEAV(mae_preset("tiny")).state_dict(), with_config / "model.pt")
+    for folder in (only_pickle, with_config):
+        rc = finetune_stage.main([f"--tokens={store.root}", f"--init={folder}", f"--out={tmp_path / 'o'}",
+                                  "max_folds=1", "train.epochs=1"])
+        err = capsys.readouterr().err
+        assert rc == 2, err
+        assert "Traceback" not in err and "model.pt" in err and str(folder) in err
+        assert len(err.strip().splitlines()) == 1
+
+
+def test_small_folds_are_flagged_in_the_log_and_the_results(store, mae_dir, tmp_path, caplog):
+    """One test speaker (12 clips) and 4 training speakers: 'fold too small to mean anything'."""
+    folds = make_folds(speakers(store), k=6, seed=0)[:1]
+    assert len(folds[0].test) == 1
+    task = infer_task(store, "classify")
+    exp = Experiment("lr", lambda: EmotionClassifier.from_mae(mae_dir, num_classes=3, head="mean")[0],
+                     kind="logreg", modalities=("audio",))
+    with caplog.at_level("WARNING", logger="vqmae"):
+        r = run_experiment(exp, store, folds, task, fast_cfg(), tmp_path / "lr")
+    assert any("fold too small to mean anything" in w for w in r["folds"][0]["warnings"])
+    assert r["warnings"] and "fold too small to mean anything" in caplog.text
+    from vqmae.evaluation.results import results_markdown
+
+    assert "fold too small to mean anything" in results_markdown({"experiments": {"lr": r}})
+    # training speakers: 4 of 6 here; with 3 folds of 6 speakers only 2 train -> warned as well
+    few = make_folds(speakers(store), k=3, seed=0)[:1]
+    ids = fold_clips(store, few[0], task)
+    from vqmae.evaluation.splits import fold_warnings
+
+    assert any("training speaker" in w for w in fold_warnings(store, few[0], ids))
+
+
+def test_folds_are_numbered_one_based_in_logs(store, mae_dir, tmp_path, caplog):
+    folds = make_folds(speakers(store), k=3, seed=0)[:2]
+    task = infer_task(store, "classify")
+    exp = Experiment("ft", lambda: EmotionClassifier.from_mae(mae_dir, num_classes=3)[0], modalities=("audio",))
+    with caplog.at_level("INFO", logger="vqmae"):
+        run_experiment(exp, store, folds, task, fast_cfg(epochs=1), tmp_path, save_models=False)
+    text = caplog.text
+    assert "fold 1/2" in text and "fold 2/2" in text
+    import re
+
+    assert not re.search(r"\bfold 0\b", text), text  # one numbering: 1-based everywhere
+
+
+def test_zero_uar_selection_prints_as_zero(tmp_path, caplog):
+    """A model that is always wrong: the selection score (UAR - 1e-6 · cross-entropy) prints 0."""
+    from vqmae.evaluation.scoring import printable
+
+    assert f'{printable("selection", -1.615e-06):.4g}' == "0"
+    assert f'{printable("selection", 0.25 - 1e-6):.4g}' == "0.25" and printable("nll", 1e-6) == 1e-6
+    rows, audio = [], []
+    for spk in ("a", "b", "c", "d"):
+        for c in range(3):
+            a = np.zeros((25, 2), dtype=np.int64)
+            a[:, 0], a[:, 1] = 0, c
+            rows.append({"id": f"{spk}_{c}", "speaker": spk, "label": c})
+            audio.append(a)
+    prov = {"audio": synthetic_provenance("audio", codebook_size=8, token_shape=(2,), frames_per_second=50)}
+    store = TokenStore.open(write_token_store(tmp_path / "s", rows, {"audio": audio}, prov, classes=CLASSES))
+    cfg = fast_cfg(epochs=1, batch_size=4)
+    cfg.window_seconds, cfg.min_train_batches = 0.2, 0
+    with caplog.at_level("INFO", logger="vqmae"):
+        _, result = train_fold(ScriptedModel(10**6, 3), store, Fold(0, ["a", "b"], ["c"], ["d"]),
+                               infer_task(store), cfg, tmp_path / "fold")
+    assert result["val"]["uar"] == 0.0
+    lines = [r.getMessage() for r in caplog.records if "selection" in r.getMessage()]
+    assert any("val selection = 0)" in m for m in lines), lines
+    assert not [m for m in lines if "selection -" in m or "selection = -" in m], lines
+
+
+@pytest.mark.parametrize("setting, value", [
+    ("num_folds", "1"), ("max_folds", "-1"), ("label_fractions", "[0.5,1.5]"), ("label_fractions", "[0]"),
+    ("eval_batch_size", "0"), ("modality_dropout", "1.5"), ("label_smoothing", "-0.1"),
+    ("babble_talkers", "0"), ("seed", "-2"), ("min_train_batches", "0"), ("window_seconds", "-2"),
+    ("modalities", "[audio,sound]"), ("experiments", "[finetune,magic]"), ("noise", "[pink]"),
+    ("train.epochs", "0"), ("train.lr", "-1e-4"), ("train.batch_size", "0"),
+])
+def test_bad_settings_exit_2_naming_the_setting(setting, value, tmp_path, capsys):
+    rc = finetune_stage.main(["--tokens=x", "--init=none", f"--out={tmp_path}", f"{setting}={value}"])
+    err = capsys.readouterr().err
+    assert rc == 2 and setting in err and "Traceback" not in err, err

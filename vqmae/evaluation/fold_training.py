@@ -133,7 +133,8 @@ def train_fold(model: nn.Module, store: TokenStore, fold: Any, task: Task, cfg: 
             for m in mods:
                 missing[m] = score(predict_clips(model, ds["test"], task, cfg.eval_batch_size,
                                                  modalities=(m,)), task)[0]
-        run.info("%s: best epoch %s (val %s = %.4g), test %s", fold_title(fold, num_folds), res.best_epoch,
+        best = "–" if res.best_epoch is None else res.best_epoch + 1  # 1-based, as fit logs epochs
+        run.info("%s: best epoch %s (val %s = %.4g), test %s", fold_title(fold, num_folds), best,
                  select, printable(select, res.best_metrics.get(select, float("nan"))), format_metrics(test))
     finally:
         run.close()

@@ -98,10 +98,10 @@ def _fold_rows(folds: Sequence[Mapping[str, Any]], metrics: Sequence[str], val_m
         test = f.get("test", {})
         val = f.get("val", {})
         rows.append([
-            f.get("fold", "?"),
+            f["fold"] + 1 if isinstance(f.get("fold"), int) else "?",  # 1-based, as the logs
             ", ".join(f.get("test_speakers", [])),
             f.get("n_test", ""),
-            "–" if f.get("best_epoch") is None else f["best_epoch"],
+            "–" if f.get("best_epoch") is None else f["best_epoch"] + 1,
             *[fmt_metric(m, test.get(m, float("nan"))) for m in metrics],
             fmt_metric(val_metric, val.get(val_metric, float("nan"))),
         ])
@@ -166,6 +166,9 @@ def results_markdown(results: Mapping[str, Any]) -> str:
             out.append(md_table(["fold", "test speakers", "test clips", "selected epoch",
                                  *[f"test {metric_title(m)}" for m in metrics],
                                  f"val {metric_title(val_metric)}"], _fold_rows(folds, metrics, val_metric)))
+            warnings = list(dict.fromkeys(w for f in folds for w in f.get("warnings", [])))
+            if warnings:
+                out += [""] + [f"> **Warning:** {w}" for w in warnings]
             if e.get("confusion_png"):
                 out += ["", f"![confusion matrix of {name}]({e['confusion_png']})"]
             out.append("")

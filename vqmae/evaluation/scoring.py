@@ -162,7 +162,8 @@ def format_metrics(metrics: dict[str, float]) -> str:
 
 
 def printable(name: str, value: float) -> float:
-    """A metric as logs show it: the ``selection`` score rounded to 4 decimals, so a zero UAR
-    reads 0, not -1.6e-06 (its cross-entropy tie-break)."""
-    return max(round(value, 4), 0.0) + 0.0 if name == "selection" else value
+    """A metric as logs show it: the ``selection`` score (UAR minus a 1e-6 · cross-entropy
+    tie-break) reads 0 for a zero UAR, not -1.6e-06 (as ``vqmae.training`` shows it)."""
+    from vqmae.training import shown_metric
 
+    return shown_metric(name, value)

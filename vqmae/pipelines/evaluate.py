@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from vqmae.config import setting
 from vqmae.evaluation.results import summarize, write_results
 from vqmae.evaluation.scoring import evaluate_model, prediction_rows
 from vqmae.evaluation.task import Task
@@ -44,13 +45,11 @@ class EvaluateConfig:
     noise: list[str] = field(default_factory=list)
     """white and/or babble: also score with noisy audio (needs media + audio tokenizer)."""
     snr_db: list[float] = field(default_factory=lambda: [20.0, 10.0, 5.0, 0.0])
-    babble_talkers: int = 6
+    babble_talkers: int = setting(6, ge=1, help="Other speakers mixed into babble noise.")
     seed: int = 0
-    batch_size: int = 64
-    window_seconds: float = 0.0
-    """0 = the model's window."""
-    stride_seconds: float = 0.0
-    """Step between windows; 0 = the window length."""
+    batch_size: int = setting(64, ge=1, help="Windows per batch.")
+    window_seconds: float = setting(0.0, ge=0, help="0 = the model's window.")
+    stride_seconds: float = setting(0.0, ge=0, help="Step between windows; 0 = the window length.")
 
 
 def model_folders(path: str | Path) -> list[Path]:

@@ -73,7 +73,7 @@ def _dataset_section(doc: Document, run: Path) -> None:
         doc.paragraph(f"Speaker-independent folds (`{meta.get('protocol', '?')}`, seed {meta.get('seed', '?')}): "
                       "every speaker is tested exactly once; epochs are selected on validation speakers.")
         doc.table(["fold", "train speakers", "val speakers", "test speakers"],
-                  [[f["index"], len(f["train"]), ", ".join(f["val"]), ", ".join(f["test"])]
+                  [[f["index"] + 1, len(f["train"]), ", ".join(f["val"]), ", ".join(f["test"])]
                    for f in folds["folds"]])
 
 
