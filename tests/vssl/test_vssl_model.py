@@ -170,3 +170,27 @@ def test_model_folder_round_trip(tmp_path, one_thread):
     assert isinstance(loaded, AudioEncoder) and torch.equal(loaded.mel_mean, m.encoder.mel_mean)
     with torch.no_grad():
         assert torch.equal(loaded.encode(wave), m.encoder.encode(wave))
+
+
+def test_clip_cache_decodes_once_and_notices_a_changed_file(tmp_path):
+    from vqmae.vssl.data import ClipCache
+
+    media = tmp_path / "clip.mp4"
+    media.write_bytes(b"x")
+    calls = []
+
+    def decode(path):
+        calls.append(path)
+        return DecodedClip(np.full((3, 4, 4, 3), len(calls), np.uint8), np.zeros(3 * SPF, np.float32))
+
+    cache = ClipCache(tmp_path / "cache", decode, {"face_size": 4})
+    a = cache.get(media, id="c1")
+    b = cache.get(media, id="c1")
+    assert len(calls) == 1 and (cache.hits, cache.misses) == (1, 1) and b.id == "c1"
+    assert np.array_equal(a.faces, b.faces) and not b.faces.flags.writeable  # memory-mapped
+    assert ClipWindows([b], window=2)[0]["frames"].numpy().flags.writeable  # items are copies
+    media.write_bytes(b"changed")  # new size -> new key -> decoded again
+    assert int(cache.get(media).faces[0, 0, 0, 0]) == 2 and len(calls) == 2
+    other = ClipCache(tmp_path / "cache", decode, {"face_size": 8})  # other settings: other entry
+    other.get(media)
+    assert len(calls) == 3

@@ -98,9 +98,9 @@ class ClipWindows(Dataset):
             audio = np.concatenate([audio, np.zeros(w * spf - audio.shape[0], np.float32)])
         if start <= still < start + w:
             mask[still - start] = 0
-        return {"audio": torch.from_numpy(audio.copy()),
-                "frames": torch.from_numpy(np.ascontiguousarray(frames)),
-                "still": torch.from_numpy(np.ascontiguousarray(clip.faces[still])),
+        return {"audio": torch.from_numpy(np.array(audio)),  # copies: the cache is read-only
+                "frames": torch.from_numpy(np.array(frames)),
+                "still": torch.from_numpy(np.array(clip.faces[still])),
                 "frame_mask": torch.from_numpy(mask), "index": torch.tensor(index)}
 
 
