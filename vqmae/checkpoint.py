@@ -261,7 +261,7 @@ def _import_all_models() -> dict[str, str]:
     for mod in model_modules():
         try:
             importlib.import_module(mod)
-        except ImportError as e:
+        except Exception as e:  # noqa: BLE001 - one broken module must not stop loading the others
             failed[mod] = f"{type(e).__name__}: {e}"
     return failed
 
