@@ -23,11 +23,26 @@ from vqmae.io import append_jsonl
 log = logging.getLogger("vqmae")
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of each record (not the stream of the
+    first call: a process that swaps stderr, as test runners do, never logs into a closed one)."""
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def setup_logging(level: int = logging.INFO) -> None:
     """Console logging for command-line entry points (idempotent)."""
     root = logging.getLogger("vqmae")
-    if not any(isinstance(h, logging.StreamHandler) and getattr(h, "_vqmae", False) for h in root.handlers):
-        h = logging.StreamHandler(sys.stderr)
+    if not any(isinstance(h, _StderrHandler) for h in root.handlers):
+        for old in [h for h in root.handlers if getattr(h, "_vqmae", False)]:
+            root.removeHandler(old)
+        h = _StderrHandler()
         h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
         h._vqmae = True  # type: ignore[attr-defined]
         root.addHandler(h)
