@@ -33,13 +33,14 @@ def _args(corpus, out, cache, *extra):
 
 def test_pretrain_vssl_writes_model_encoder_grid_and_metrics(corpus, tmp_path, one_thread):
     out = tmp_path / "run"
-    assert stage.main(_args(corpus, out, tmp_path / "cache", "--task", "multitask")) == 0
+    assert stage.main(_args(corpus, out, tmp_path / "cache", "--task", "multitask", "train.epochs=1")) == 0
     for name in ("model/config.json", "model/model.safetensors", "audio_encoder/config.json",
-                 "generated_vs_real.png", "curves.png", "summary.json", "metrics.jsonl", "config.yaml"):
+                 "generated_vs_real.png", "generated_vs_real_seen.png", "curves.png", "summary.json", "metrics.jsonl", "config.yaml"):
         assert (out / name).is_file(), name
     summary = json.loads((out / "summary.json").read_text())
     assert summary["task"] == "multitask" and summary["steps"] > 0
     assert {"l1", "mouth_l1", "pretext_mse", "silent_mouth_l1"} <= set(summary["held_out"])
+    assert {"l1", "pretext_mse"} <= set(summary["training_speakers"])
     rows = read_jsonl(out / "metrics.jsonl")
     assert any(r["split"] == "train" and "pretext_mse" in r for r in rows)
     assert any(r["split"] == "val" and "mouth_l1" in r for r in rows)

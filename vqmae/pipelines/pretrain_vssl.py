@@ -17,6 +17,7 @@ Outputs in ``--out``:
     model/                the whole model (config.json + model.safetensors; `vqmae animate --model`)
     audio_encoder/        the audio encoder alone (architecture vssl-audio-encoder)
     generated_vs_real.png held-out clips: real frames (still first) over generated ones
+                          (generated_vs_real_seen.png: the same for training speakers)
     curves.png, summary.json, clip_cache/ (decoded face-cropped clips; cache=false to skip)
 """
 

@@ -11,7 +11,9 @@ speakers are held out for validation. The loop is :func:`vqmae.training.fit` (``
 
 Outputs in ``--out``: the run folder (config.yaml, metrics.jsonl, train.log, tb/, checkpoints/),
 ``model/`` (the whole ``vssl`` model), ``audio_encoder/`` (the encoder alone, for downstream
-use), ``generated_vs_real.png`` (visual tasks), ``curves.png``, ``summary.json``.
+use), ``generated_vs_real.png`` (visual tasks; held-out speakers, and ``_seen`` for training
+speakers), ``curves.png``, ``summary.json`` (final metrics on
+the held-out speakers and on up to 12 training clips, middle windows; timings).
 """
 
 from __future__ import annotations
@@ -219,7 +221,7 @@ def pretrain_vssl(cfg: PretrainVSSLConfig) -> dict[str, Any]:
         model = result.model.eval()
         summary: dict[str, Any] = {}
         if acc.is_main_process:
-            summary = _finish(cfg, model, val_clips or train_clips[:cfg.grid_clips], result, out,
+            summary = _finish(cfg, model, val_clips or train_clips[:cfg.grid_clips], train_clips, result, out,
                               {"load_s": t_load, "train_s": time.time() - t0 - t_load, **t_train})
             run.info("pretrain-vssl done in %.1f s: %s", time.time() - t0, out / "model")
         acc.wait_for_everyone()
@@ -228,8 +230,8 @@ def pretrain_vssl(cfg: PretrainVSSLConfig) -> dict[str, Any]:
         run.close()
 
 
-def _finish(cfg: PretrainVSSLConfig, model: VSSLModel, val_clips: list[DecodedClip], result,
-            out: Path, timings: dict[str, float]) -> dict[str, Any]:
+def _finish(cfg: PretrainVSSLConfig, model: VSSLModel, val_clips: list[DecodedClip],
+            train_clips: list[DecodedClip], result, out: Path, timings: dict[str, float]) -> dict[str, Any]:
     from vqmae.vssl.plots import loss_curves_png, real_vs_generated_png
 
     model = model.cpu()
@@ -237,12 +239,16 @@ def _finish(cfg: PretrainVSSLConfig, model: VSSLModel, val_clips: list[DecodedCl
     model.export_encoder().save_pretrained(out / "audio_encoder", metadata={"trained_by": "vssl",
                                                                            "task": cfg.task})
     final = evaluate(model, val_clips, cfg.window)
+    seen = evaluate(model, train_clips[:: max(1, len(train_clips) // 12)][:12], cfg.window)
     if model.config.visual and cfg.grid_clips:
         real_vs_generated_png(out / "generated_vs_real.png", grid_pairs(model, val_clips[:cfg.grid_clips], cfg.window))
+        step = max(1, len(train_clips) // cfg.grid_clips)
+        real_vs_generated_png(out / "generated_vs_real_seen.png",
+                              grid_pairs(model, train_clips[::step][:cfg.grid_clips], cfg.window))
     rows = read_jsonl(out / "metrics.jsonl") if (out / "metrics.jsonl").is_file() else []
     loss_curves_png(out / "curves.png", rows, ["loss", "l1", "mouth_l1", "pretext_mse"])
     summary = {"task": cfg.task, "preset": cfg.preset, "steps": result.steps, "epochs": result.epochs_done,
-               "held_out": final, "timings": timings, "model": str(out / "model"),
+               "held_out": final, "training_speakers": seen, "timings": timings, "model": str(out / "model"),
                "audio_encoder": str(out / "audio_encoder"), "fingerprint": model.fingerprint()}
     write_json(out / "summary.json", summary)
     return summary
