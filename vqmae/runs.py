@@ -50,12 +50,24 @@ def setup_logging(level: int = logging.INFO) -> None:
     root.propagate = False
 
 
+class RunFolderError(ValueError):
+    """The run folder path names something that is not a folder."""
+
+
+def check_run_folder(out_dir: str | Path) -> Path:
+    """``out_dir`` as a Path; RunFolderError when it exists and is not a folder."""
+    path = Path(out_dir)
+    if path.exists() and not path.is_dir():
+        raise RunFolderError(f"out: {path} is a file, not a run folder")
+    return path
+
+
 class Run:
     """A run folder. Only the main process writes (``is_main``); other ranks get a silent Run."""
 
     def __init__(self, out_dir: str | Path, config: Any = None, is_main: bool = True,
                  tensorboard: bool = True):
-        self.dir = Path(out_dir)
+        self.dir = check_run_folder(out_dir)
         self.is_main = is_main
         self._tb = None
         self._file_handler: logging.Handler | None = None

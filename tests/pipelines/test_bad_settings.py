@@ -91,6 +91,21 @@ CASES = [
 ]
 
 
+OUT_IS_A_FILE = [
+    pytest.param(["pretrain", "--tokens", "{tmp}/no_store", "--out", "{tmp}/file"], id="pretrain-out-file"),
+    pytest.param(["train-tokenizer", "--manifest", "{tmp}/m.jsonl", "--out", "{tmp}/file"],
+                 id="tokenizer-out-file"),
+]
+
+
+@pytest.mark.parametrize("argv", OUT_IS_A_FILE)
+def test_out_naming_a_file_exits_2(argv, tmp_path, capsys):
+    (tmp_path / "file").write_text("not a folder")
+    code = main([a.replace("{tmp}", str(tmp_path)) for a in argv])
+    err = capsys.readouterr().err
+    assert code == 2 and "out" in err and "not a run folder" in err and "Traceback" not in err, err
+
+
 @pytest.mark.parametrize(("argv", "setting"), CASES)
 def test_bad_setting_exits_2_naming_it(argv, setting, tmp_path, capsys):
     code = main([a.replace("{tmp}", str(tmp_path)) for a in argv])

@@ -28,7 +28,7 @@ from vqmae.mae.config import MAEConfig, MAEConfigError, cfg_for_store
 from vqmae.mae.losses import LossConfig, mae_loss
 from vqmae.mae.masking import MaskingConfig, make_masks
 from vqmae.mae.model import VQMAEAV
-from vqmae.runs import Run
+from vqmae.runs import Run, check_run_folder
 from vqmae.training import StepInfo, TrainConfig, fit, list_checkpoints, make_accelerator
 
 
@@ -303,11 +303,11 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
     from vqmae.data.token_store import StoreError, TokenStore
     from vqmae.mae.pretrain_plots import plot_curves
 
+    out = check_run_folder(cfg.out)
     try:
         store = TokenStore.open(cfg.tokens)
     except StoreError as e:
         raise PretrainError(str(e)) from None
-    out = Path(cfg.out)
     if cfg.resume:
         check_resume_store(out, cfg.tokens, store.provenance)
     mae_cfg = build_model_config(cfg, store.provenance)

@@ -60,6 +60,7 @@ def stage_main(
     a run stopped by a diverging loss (``NonFiniteLossError``) exits with 1 and its message.
     ``run_fn`` may return an int exit code.
     """
+    from vqmae.runs import RunFolderError
     from vqmae.training import NonFiniteLossError
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -74,7 +75,7 @@ def stage_main(
         return 2
     try:
         result = run_fn(cfg)
-    except (UserError, ConfigError, FileNotFoundError, *user_errors) as e:
+    except (UserError, ConfigError, FileNotFoundError, RunFolderError, *user_errors) as e:
         print(f"vqmae {prog}: error: {e}", file=sys.stderr)
         return 2
     except NonFiniteLossError as e:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -27,7 +26,7 @@ from vqmae.data.frames import (
     split_speakers,
 )
 from vqmae.data.manifest import read_manifest
-from vqmae.runs import Run
+from vqmae.runs import Run, check_run_folder
 from vqmae.tokenizers import (
     AudioVQVAEConfig,
     VisualVQVAEConfig,
@@ -104,6 +103,7 @@ def loss_fn(model: torch.nn.Module, batch: torch.Tensor, info: StepInfo):
 def train_tokenizer(cfg: TrainTokenizerConfig) -> dict[str, Any]:
     """Train one tokenizer and write the run folder (``vqmae train-tokenizer``'s outputs).
     Returns quality.json (empty on other ranks than the main process)."""
+    out = check_run_folder(cfg.out)
     try:
         manifest = read_manifest(cfg.manifest)
     except (FileNotFoundError, ValueError) as e:
@@ -112,7 +112,6 @@ def train_tokenizer(cfg: TrainTokenizerConfig) -> dict[str, Any]:
         raise TokenizerTrainingError(f"{cfg.manifest}: the manifest has no clips")
     modality = cfg.modality
     model_cfg = cfg.audio if modality == "audio" else cfg.visual
-    out = Path(cfg.out)
     t0 = time.time()
 
     acc = make_accelerator(cfg.train.mixed_precision, cfg.train.grad_accum)
