@@ -103,11 +103,14 @@ def _version() -> str:
 
 def push_folder(folder: str | Path, repo_id: str, *, revision: str | None = None,
                 private: bool | None = None, token: str | bool | None = None,
-                commit_message: str | None = None, create_pr: bool = False) -> Any:
+                commit_message: str | None = None, create_pr: bool = False,
+                bundle: bool = True) -> Any:
     """Upload a model folder to the hub as one commit (creating the repo / branch if needed).
 
     Checks the folder first (``config.json`` readable, no pickles) and writes its model card if it
-    has none. Returns huggingface_hub's ``CommitInfo`` (``.commit_url``, ``.oid``)."""
+    has none. ``bundle``: first copy the tokenizers the model records but does not hold (and that
+    did not come from the hub) into it (:func:`make_self_contained`), so that it runs from media
+    once downloaded. Returns huggingface_hub's ``CommitInfo`` (``.commit_url``, ``.oid``)."""
     from huggingface_hub import HfApi
 
     from vqmae.checkpoint import read_model_config
@@ -117,6 +120,11 @@ def push_folder(folder: str | Path, repo_id: str, *, revision: str | None = None
     pickles = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.suffix in PICKLE_SUFFIXES)
     if pickles:
         raise ModelFolderError(f"{folder}: holds pickle files {pickles[:5]}; remove them before pushing")
+    outside = [m for m, r in tokenizer_records(meta).items()
+               if not r.get("bundled") and not r.get("hub_id") and (r.get("dir") or r.get("tokenizer_dir"))]
+    if bundle and outside:
+        logging.getLogger("vqmae").info("push: bundling the %s tokenizer(s) into %s", ", ".join(outside), folder)
+        meta = make_self_contained(folder, strict=False)
     if not (folder / CARD_NAME).is_file():
         from vqmae.model_card import write_model_card
 

@@ -295,6 +295,22 @@ def test_push_cli_and_refusals(tmp_path, fake_hub, capsys):
     assert len(fake_hub.commits) == 1
 
 
+def test_push_bundles_recorded_tokenizers_first(tmp_path, fake_hub, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    model, fps = _classifier_with_tokenizers(tmp_path, tmp_path)
+    folder = model.save_pretrained(tmp_path / "clf")  # tokenizers recorded, not inside
+    push_folder(folder, "org/clf", token="hf_x")
+    files = fake_hub.commits[0]["files"]
+    assert "tokenizers/audio/model.safetensors" in files and "tokenizers/visual/config.json" in files
+    sent = json.loads(files["config.json"])["info"]["tokenizers"]
+    assert sent["audio"]["bundled"] == "tokenizers/audio" and sent["audio"]["fingerprint"] == fps["audio"]
+    from vqmae.cli import main
+
+    other = model.save_pretrained(tmp_path / "clf2")
+    assert main(["push", str(other), "org/clf2", "--token", "hf_x", "--no-bundle-tokenizers"]) == 0
+    assert not any(f.startswith("tokenizers/") for f in fake_hub.commits[1]["files"])
+
+
 def test_push_offline_is_one_line_error(tmp_path, fake_hub, monkeypatch, capsys):
     from vqmae.cli import main
 

@@ -5,8 +5,9 @@
     vqmae push DIR REPO_ID --token hf_xxx --commit_message "first upload"
 
 The folder must be a vqmae model folder (``config.json`` + ``model.safetensors``; pickles are
-refused) and gets a ``README.md`` model card if it has none; a classifier's bundled tokenizers
-(``tokenizers/``) go with it. The repo (and the ``--revision`` branch) is created if needed.
+refused) and gets a ``README.md`` model card if it has none. The tokenizers a model records are
+copied into it first (``tokenizers/<modality>/``; ``--no-bundle-tokenizers`` to skip) and go
+with it, so the downloaded model runs from media. The repo (and the ``--revision`` branch) is created if needed.
 The token defaults to ``HF_TOKEN`` or the one saved by ``hf auth login``. Load it back with
 ``load_pretrained("REPO_ID")`` (or ``from_pretrained``).
 """
@@ -33,6 +34,8 @@ class PushConfig:
     token: str = setting("", help="hub token ('' = HF_TOKEN or `hf auth login`)")
     commit_message: str = setting("", help="commit message ('' = 'Upload <architecture> model ...')")
     create_pr: bool = setting(False, help="open a pull request instead of committing to the branch")
+    bundle_tokenizers: bool = setting(True, help="first copy the tokenizers the model records into the folder "
+                                      "(tokenizers/<modality>/), so it runs from media once downloaded")
 
 
 def run(cfg: PushConfig) -> int:
@@ -46,7 +49,8 @@ def run(cfg: PushConfig) -> int:
     try:
         info = push_folder(cfg.folder, cfg.repo_id, revision=cfg.revision or None,
                            private=cfg.private or None, token=cfg.token or None,
-                           commit_message=cfg.commit_message or None, create_pr=cfg.create_pr)
+                           commit_message=cfg.commit_message or None, create_pr=cfg.create_pr,
+                           bundle=cfg.bundle_tokenizers)
     except ModelFolderError as e:
         raise UserError(str(e)) from None
     except Exception as e:  # noqa: BLE001 - hub errors (auth, network) end as one line
@@ -72,9 +76,11 @@ def split_positional(argv: list[str]) -> tuple[list[str], dict[str, str]]:
         a = argv[i]
         if a.startswith("--"):
             key, eq, value = a[2:].partition("=")
-            key = key.replace("-", "_")
+            neg = key.startswith("no-")
+            key = ("no-" if neg else "") + key[3 * neg:].replace("-", "_")
             settings.append(f"--{key}{eq}{value}")
-            if not eq and key in names and key not in ("private", "create_pr") and i + 1 < len(argv):
+            if not eq and key in names and key not in ("private", "create_pr", "bundle_tokenizers") \
+                    and i + 1 < len(argv):
                 settings.append(argv[i + 1])
                 i += 1
         elif "=" in a and a.split("=", 1)[0] in names:
