@@ -35,7 +35,7 @@ TOKENIZERS_DIR = "tokenizers"
 # what bundling adds to a tokenizer record ("dir" keeps what was recorded before)
 BUNDLE_KEYS = ("bundled", "hub_id", "revision", "source_dir")
 CARD_NAME = "README.md"
-# files a model folder may hold on the hub (anything else in the folder stays local)
+# the files of a model folder that bundling copies
 MODEL_FILES = (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME)
 PICKLE_PATTERNS = [f"*{s}" for s in PICKLE_SUFFIXES]
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
