@@ -165,7 +165,13 @@ class PretrainedModel(nn.Module):
         write_json(folder / CONFIG_NAME, meta)
         from vqmae.model_card import write_model_card
 
-        write_model_card(folder, meta, model=self, **(card or {}))
+        try:
+            write_model_card(folder, meta, model=self, **(card or {}))
+        except Exception as e:  # noqa: BLE001 - the weights are saved; a card problem must not lose them
+            import logging
+
+            logging.getLogger("vqmae").warning("%s: model card (README.md) not written: %s: %s",
+                                               folder, type(e).__name__, e)
         return folder
 
     @classmethod

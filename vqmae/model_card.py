@@ -189,9 +189,11 @@ def model_card(meta: Mapping[str, Any], *, model: Any = None, repo_id: str = "",
     if model is not None:
         rows.append(("parameters", f"{sum(p.numel() for p in model.parameters()):,}"))
         for attr in ("token_shape", "codebook_size", "frames_per_second"):
-            if hasattr(model, attr):
+            try:
                 v = getattr(model, attr)
-                rows.append((attr.replace("_", " "), list(v) if isinstance(v, tuple) else v))
+            except Exception:  # noqa: BLE001 - absent (AttributeError) or not computable: left out
+                continue
+            rows.append((attr.replace("_", " "), list(v) if isinstance(v, tuple) else v))
     if mods:
         rows.append(("modalities", ", ".join(mods)))
     if task.get("classes"):

@@ -128,3 +128,12 @@ def test_fold_cards_after_finetune(tmp_path):
     assert written == [tmp_path / "finetune-av" / "fold_1" / "model" / "README.md"]
     text = written[0].read_text()
     assert "**1** (this model)" in text and "Chance level" in text and "vqmae finetune x" in text
+
+
+def test_a_card_problem_never_loses_the_saved_weights(tmp_path, caplog):
+    from vqmae.checkpoint import load_pretrained
+
+    model = _classifier()
+    folder = model.save_pretrained(tmp_path / "m", card={"no_such_option": 1})
+    assert "model card (README.md) not written" in caplog.text
+    assert load_pretrained(folder).fingerprint() == model.fingerprint()
