@@ -194,3 +194,24 @@ def test_clip_cache_decodes_once_and_notices_a_changed_file(tmp_path):
     other = ClipCache(tmp_path / "cache", decode, {"face_size": 8})  # other settings: other entry
     other.get(media)
     assert len(calls) == 3
+
+
+def test_exported_encoder_loads_into_the_classifier(tmp_path, one_thread):
+    from vqmae.vssl.classifier import VSSLClassifier
+
+    m = VSSLModel(vssl_model_preset("tiny", task="audio"))
+    m.fit_normalization([torch.randn(8 * SPF) * 0.2])
+    m.export_encoder().save_pretrained(tmp_path / "enc")
+    clf = VSSLClassifier.from_encoder(tmp_path / "enc", num_classes=6, num_targets=2)
+    wave = torch.randn(3, 12 * SPF) * 0.2
+    clf.eval()
+    with torch.no_grad():
+        assert clf(wave=wave).shape == (3, 8) and clf.forward_features(wave).shape == (3, 32)
+        assert torch.equal(clf.encoder.encode(wave), m.encoder.encode(wave))
+    clf.freeze_encoder()
+    assert not any(p.requires_grad for p in clf.encoder.parameters())
+    assert all(p.requires_grad for p in clf.head.parameters())
+    clf.save_pretrained(tmp_path / "clf")
+    back = load_pretrained(tmp_path / "clf")
+    with torch.no_grad():
+        assert torch.allclose(back(wave=wave), clf(wave=wave), atol=1e-6)  # frozen GRU: other kernel
