@@ -50,8 +50,8 @@ class PredictConfig:
 def load_models(path: str) -> list[tuple[Any, dict[str, Any]]]:
     """The classifier(s) of a model folder or experiment folder, with their info."""
     from vqmae.checkpoint import ModelFolderError
-    from vqmae.mae.classifier import load_classifier
     from vqmae.evaluation.evaluate_job import model_folders
+    from vqmae.mae.classifier import load_classifier
 
     try:
         return [load_classifier(f) for f in model_folders(path)]
