@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from vqmae.data.clips import WINDOW_SECONDS
 from vqmae.data.token_store import StoreError, TokenStore
 
 
@@ -101,7 +102,7 @@ class TokenDataset(Dataset):
         self,
         store: TokenStore | str | Path,
         clip_ids: Iterable[int | str] | None = None,
-        window_seconds: float = 2.0,
+        window_seconds: float = WINDOW_SECONDS,
         mode: Literal["random", "center", "all"] = "random",
         modalities: Sequence[str] | None = None,
         seed: int = 0,

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from vqmae.checkpoint import CONFIG_NAME, PICKLE_SUFFIXES, ModelFolderError, read_model_config
+from vqmae.data.clips import WINDOW_SECONDS
 from vqmae.data.token_store import TokenStore
 from vqmae.evaluation.task import Task
 from vqmae.pipelines.common import UserError
@@ -94,7 +95,7 @@ class Builders:
             except ModelFolderError as e:
                 raise UserError(str(e)) from None
         else:
-            self.mae_cfg = cfg_for_store(store.provenance, preset=arch, window_seconds=window_seconds or 2.0)
+            self.mae_cfg = cfg_for_store(store.provenance, preset=arch, window_seconds=window_seconds or WINDOW_SECONDS)
 
     @property
     def window_seconds(self) -> float:

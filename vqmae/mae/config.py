@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from vqmae.config import ConfigError, config_from_dict, config_to_dict, setting
+from vqmae.data.clips import WINDOW_SECONDS
 
 MODALITIES = ("audio", "visual")
 
@@ -215,7 +216,7 @@ def fit_patch(full: tuple[int, ...], patch: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def cfg_for_store(provenance: dict[str, dict[str, Any]], preset: str = "paper",
-                  window_seconds: float = 2.0, modalities: tuple[str, ...] | None = None,
+                  window_seconds: float = WINDOW_SECONDS, modalities: tuple[str, ...] | None = None,
                   auto_patches: bool | None = None, **overrides: Any) -> MAEConfig:
     """A :class:`MAEConfig` matching a token store.
 

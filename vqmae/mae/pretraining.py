@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from vqmae.config import config_to_dict, setting
+from vqmae.data.clips import WINDOW_SECONDS
 from vqmae.io import read_json, read_jsonl, write_json
 from vqmae.mae.config import MAEConfig, MAEConfigError, cfg_for_store
 from vqmae.mae.losses import LossConfig, mae_loss
@@ -75,7 +76,7 @@ class PretrainConfig:
     model: ArchConfig = field(default_factory=ArchConfig)
     modalities: list[Literal["audio", "visual"]] = field(default_factory=list)
     """Modalities to pretrain on (default: all of the store's); one modality = unimodal VQ-MAE."""
-    window_seconds: float = setting(2.0, gt=0, help="Seconds of tokens per training window.")
+    window_seconds: float = setting(WINDOW_SECONDS, gt=0, help="Seconds of tokens per training window.")
     clips: str = ""
     """Optional text file of clip ids (one per line) to pretrain on; default: every clip."""
     val_fraction: float = setting(0.1, ge=0, lt=1, help="Share of speakers held out to monitor "
