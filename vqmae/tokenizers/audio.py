@@ -20,7 +20,6 @@ codes) and ``tiny`` (tests; uses ``context`` 1).
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -32,7 +31,7 @@ from torch import nn
 
 from vqmae.checkpoint import register_model
 from vqmae.config import setting
-from vqmae.tokenizers.base import Tokenizer
+from vqmae.tokenizers.base import Tokenizer, config_from_preset
 from vqmae.tokenizers.layers import (
     ResidualStack,
     activation,
@@ -137,12 +136,7 @@ AUDIO_PRESETS: dict[str, dict[str, Any]] = {
 
 def audio_preset(name: str, **overrides: Any) -> AudioVQVAEConfig:
     """A named audio configuration (``paper``, ``base``, ``demo``, ``tiny``) with overrides."""
-    if name not in AUDIO_PRESETS:
-        raise ValueError(f"unknown audio preset '{name}' (known: {', '.join(AUDIO_PRESETS)})")
-    kwargs = {k: (dataclasses.replace(v) if dataclasses.is_dataclass(v) else v)
-              for k, v in AUDIO_PRESETS[name].items()}
-    kwargs.update(overrides)
-    return AudioVQVAEConfig(**kwargs)
+    return config_from_preset(AUDIO_PRESETS, name, AudioVQVAEConfig, "audio", **overrides)
 
 
 class AudioEncoder(nn.Module):

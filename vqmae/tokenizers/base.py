@@ -13,8 +13,9 @@ A tokenizer turns one modality of an aligned clip into a grid of discrete codes 
 
 from __future__ import annotations
 
+import dataclasses
 from abc import abstractmethod
-from typing import ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 
@@ -57,3 +58,18 @@ class Tokenizer(PretrainedModel):
     def tokenize(self, media: torch.Tensor) -> torch.Tensor:
         """``encode(prepare(media))``."""
         return self.encode(self.prepare(media))
+
+
+C = TypeVar("C")
+
+
+def config_from_preset(table: dict[str, dict[str, Any]], name: str, cls: type[C], kind: str,
+                       **overrides: Any) -> C:
+    """``cls`` built from the named entry of a preset ``table`` (nested configs copied), with
+    ``overrides``; ValueError naming the known presets when ``name`` is not one."""
+    if name not in table:
+        raise ValueError(f"unknown {kind} preset '{name}' (known: {', '.join(table)})")
+    kwargs = {k: (dataclasses.replace(v) if dataclasses.is_dataclass(v) else v)
+              for k, v in table[name].items()}
+    kwargs.update(overrides)
+    return cls(**kwargs)

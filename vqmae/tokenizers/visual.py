@@ -15,7 +15,6 @@ decoder mirrors the encoder with a linear output. Presets (:func:`visual_preset`
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -27,7 +26,7 @@ from torch import nn
 
 from vqmae.checkpoint import register_model
 from vqmae.config import setting
-from vqmae.tokenizers.base import Tokenizer
+from vqmae.tokenizers.base import Tokenizer, config_from_preset
 from vqmae.tokenizers.layers import (
     ResidualStack,
     activation,
@@ -111,12 +110,7 @@ VISUAL_PRESETS: dict[str, dict[str, Any]] = {
 
 def visual_preset(name: str, **overrides: Any) -> VisualVQVAEConfig:
     """A named visual configuration (``paper``, ``base``, ``demo``, ``tiny``) with overrides."""
-    if name not in VISUAL_PRESETS:
-        raise ValueError(f"unknown visual preset '{name}' (known: {', '.join(VISUAL_PRESETS)})")
-    kwargs = {k: (dataclasses.replace(v) if dataclasses.is_dataclass(v) else v)
-              for k, v in VISUAL_PRESETS[name].items()}
-    kwargs.update(overrides)
-    return VisualVQVAEConfig(**kwargs)
+    return config_from_preset(VISUAL_PRESETS, name, VisualVQVAEConfig, "visual", **overrides)
 
 
 class VisualEncoder(nn.Module):
