@@ -100,3 +100,12 @@ def test_resolve_clip_config_order(tmp_path):
 def test_named_defaults():
     assert WINDOW_SECONDS == 2.0 and MIN_CLIP_SECONDS == 0.5
     assert "MIN_CLIP_SECONDS" in clips.__dict__
+
+
+@pytest.mark.parametrize("key, value", [("workers", -1), ("frame_stride", 0), ("max_clips", -1)])
+def test_tokenizer_training_frame_settings_are_range_checked(key, value):
+    from vqmae.config import ConfigError, parse_config
+    from vqmae.data.frames import FrameDataConfig
+
+    with pytest.raises(ConfigError, match=key):
+        parse_config(FrameDataConfig, [f"{key}={value}"])

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from vqmae.config import setting
 from vqmae.data.clips import MODALITIES, ClipConfig, load_clip, resolve_clip_config
 from vqmae.data.manifest import ClipRecord, Manifest
 from vqmae.tokenizers.base import Tokenizer
@@ -43,17 +44,17 @@ log = logging.getLogger("vqmae")
 class FrameDataConfig:
     """Which clips and frames train a tokenizer (``data`` in the train-tokenizer config)."""
 
-    val_speakers: int = 0
+    val_speakers: int = setting(0, ge=0)
     """Speakers held out for validation; 0 = about 10 % of them (at least 1 when there are 2+)."""
-    max_clips: int = 0
+    max_clips: int = setting(0, ge=0)
     """Use at most this many training clips, evenly spread over the manifest (0 = all)."""
-    max_val_clips: int = 24
+    max_val_clips: int = setting(24, ge=0)
     """Validation clips decoded (evenly spread over the held-out speakers; 0 = all)."""
-    frame_stride: int = 1
+    frame_stride: int = setting(1, ge=1)
     """Train on every k-th frame of each clip (neighbouring frames are nearly identical). Video:
     only those frames are decoded into memory; audio: all frames are kept (the encoder's context
     windows need them) and the training items are every k-th."""
-    workers: int = 2
+    workers: int = setting(2, ge=0)
     """Threads decoding clips (decoding releases the GIL)."""
     detect_faces: bool | None = None
     """None: as the dataset's ``prepare`` recorded in dataset.json (else detection on)."""

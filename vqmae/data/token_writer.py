@@ -1,6 +1,6 @@
 """Writing a token store: plan, parts (one shard per modality each), and the final index.
 
-The tokenize job (``vqmae.pipelines.tokenize``) cuts the manifest into *parts* of
+The tokenize job (``vqmae.data.tokenize_job``) cuts the manifest into *parts* of
 ``clips_per_shard`` consecutive clips. A part is the unit of work, of resumption and of storage:
 
 1. ``write_part`` writes ``{modality}/shard-{k}.npy`` for every modality, then
