@@ -167,7 +167,7 @@ def test_predict_bad_settings_exit_2(model_dir, tmp_path, capsys):
     clip = write_clip(tmp_path / "e.mp4", seconds=0.5)
     model = f"--model={model_dir / 'fold_0' / 'model'}"
     for bad, key in ((["batch_size=0"], "batch_size"), (["stride_seconds=-1"], "stride_seconds"),
-                     (["--out", str(tmp_path)], "out")):
+                     (["--out", str(tmp_path)], "out"), (["device=tpu"], "device")):
         assert predict_stage.main([model, str(clip), *bad]) == 2
         err = capsys.readouterr().err
         assert f"{key}:" in err and "Traceback" not in err

@@ -325,6 +325,7 @@ def test_truncated_silent_and_short_clips_are_logged_with_prepares_kinds(tmp_pat
     (["--num-workers", "-2"], "num_workers"),
     (["--threads", "-1"], "threads"),
     (["--face-size", "0"], "face_size"),
+    (["--device", "tpu"], "device"),
 ])
 def test_bad_numbers_exit_2_naming_the_setting(corpus, tmp_path, capsys, bad, key):
     assert tokenize.main(_args(corpus, tmp_path / "store", *bad)) == 2

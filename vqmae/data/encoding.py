@@ -26,6 +26,14 @@ from vqmae.config import ConfigError
 from vqmae.data.clips import MODALITIES, check_clip, clip_config_from_dict, load_clip
 
 
+def check_device(device: str, key: str = "device") -> None:
+    """``auto | cpu | cuda | cuda:N`` (ConfigError naming ``key`` otherwise, e.g. ``device=tpu``)."""
+    import re
+
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+        raise ConfigError(f"{key}: must be auto, cpu, cuda or cuda:N, got {device!r}")
+
+
 def import_function(spec: str) -> Callable[..., Any]:
     """``'module:function'`` -> the function (ConfigError naming ``loader`` when it fails)."""
     mod, _, fn = spec.partition(":")

@@ -34,6 +34,7 @@ from vqmae.config import ConfigError, setting
 from vqmae.data.clips import clip_config_dict, resolve_clip_config
 from vqmae.data.encoding import (
     ClipSource,
+    check_device,
     encode_clip,
     error_reason,
     import_function,
@@ -141,6 +142,7 @@ def check_settings(cfg: TokenizeConfig) -> None:
     if Path(cfg.out).is_file():
         raise ConfigError(f"out: '{cfg.out}' is a file; give a folder for the token store")
     parse_parts(cfg.parts)
+    check_device(cfg.device)
 
 
 def resolve_threads(cfg: TokenizeConfig, world: int, detect_faces: bool) -> tuple[int, int]:

@@ -22,7 +22,13 @@ import torch
 
 from vqmae.config import ConfigError, setting
 from vqmae.data.clips import MODALITIES, ClipConfig, load_clip, resolve_clip_config
-from vqmae.data.encoding import encode_clip, error_reason, load_tokenizer_folders, prepare_clip
+from vqmae.data.encoding import (
+    check_device,
+    encode_clip,
+    error_reason,
+    load_tokenizer_folders,
+    prepare_clip,
+)
 from vqmae.runs import log
 
 
@@ -122,6 +128,7 @@ def predict_files(models: list[tuple[Any, dict[str, Any]]], files: list[str], cf
     from vqmae.data.token_dataset import TokenDataset
     from vqmae.evaluation.scoring import model_window_seconds, predict_clips
 
+    check_device(cfg.device)
     task = _task(models)
     info0 = models[0][1]
     modalities = sorted({m for model, _ in models for m in model.modalities}, key=list(MODALITIES).index)
