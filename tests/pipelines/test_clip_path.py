@@ -90,3 +90,13 @@ def test_one_place_resolves_clip_settings(setup):
     from_dataset = resolve_clip_config(Path(root / "manifest.jsonl"), toks, detect_faces=False)
     assert dataclasses.asdict(from_store) == {**dataclasses.asdict(from_dataset), "face_cache_dir": ""}
     assert resolve_clip_config(None, backend="", detect_faces=None) == ClipConfig()
+
+
+def test_noise_evaluation_decodes_the_clean_audio_as_tokenize_did(setup):
+    """evaluation/noise re-tokenizes the clean audio through the same clip path: all tokens agree."""
+    from vqmae.evaluation.noise import NoisyAudioTokens
+
+    root, _ = setup
+    for name in ("store", "audio_store"):
+        noisy = NoisyAudioTokens(TokenStore.open(root / name))
+        assert noisy.check_clean(range(2)) == 1.0
