@@ -42,7 +42,9 @@ def test_pretrain_vssl_writes_model_encoder_grid_and_metrics(corpus, tmp_path, o
     assert {"l1", "mouth_l1", "pretext_mse", "silent_mouth_l1"} <= set(summary["held_out"])
     assert {"l1", "pretext_mse"} <= set(summary["training_speakers"])
     rows = read_jsonl(out / "metrics.jsonl")
-    assert any(r["split"] == "train" and "pretext_mse" in r for r in rows)
+    train_rows = [r for r in rows if r["split"] == "train"]
+    assert train_rows and all(r["loss"] == pytest.approx(r["l1"] + r["pretext_mse"], rel=1e-5)
+                              for r in train_rows)  # weights 1 + 1; the loss is not counted twice
     assert any(r["split"] == "val" and "mouth_l1" in r for r in rows)
     model = VSSLModel.from_pretrained(out / "model")
     assert model.config.task == "multitask" and model.config.generator.face_size == 32
@@ -114,3 +116,32 @@ def test_resume_is_exact(corpus, tmp_path, monkeypatch, one_thread):
     la = {r["step"]: r["loss"] for r in read_jsonl(full / "metrics.jsonl") if r["split"] == "train"}
     lb = {r["step"]: r["loss"] for r in read_jsonl(out / "metrics.jsonl") if r["split"] == "train"}
     assert la and all(la[s] == lb[s] for s in la if s > 2)
+
+
+@pytest.mark.slow
+def test_two_process_run_writes_once_and_ranks_agree(corpus, tmp_path):
+    """`accelerate launch` with 2 CPU ranks: DDP over the whole model (loss computed inside the
+    wrapped forward), the discriminator on; rank 0 alone writes (no duplicated metrics rows)."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "--main_process_port", str(port), "-m", "vqmae.pipelines.pretrain_vssl",
+           *_args(corpus, out, tmp_path / "cache", "--task", "multitask", "model.adversarial_weight=0.01",
+                  "train.batch_size=2", "train.epochs=1")]
+    proc = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = read_jsonl(out / "metrics.jsonl")
+    keys = [(r["step"], r["split"]) for r in rows]
+    assert len(keys) == len(set(keys)) and {k[1] for k in keys} == {"train", "val"}
+    assert "2 process(es)" in proc.stderr
+    model = VSSLModel.from_pretrained(out / "model")
+    assert model.discriminator is not None

@@ -146,7 +146,8 @@ def evaluate(model: VSSLModel, clips: list[DecodedClip], window: int) -> dict[st
     sums: dict[str, float] = {}
     for i in range(0, len(ds), 8):
         batch = {k: v.to(dev) for k, v in collate([ds[j] for j in range(i, min(len(ds), i + 8))]).items()}
-        _, metrics = model(batch)
+        loss, metrics = model(batch)
+        metrics["loss"] = float(loss)
         n = batch["audio"].shape[0]
         if model.config.visual:
             silent = model.generate(torch.zeros_like(batch["audio"]), to_model_images(batch["still"]))

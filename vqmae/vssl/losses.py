@@ -59,7 +59,7 @@ def _disc_frozen(model: VSSLModel, x: torch.Tensor) -> torch.Tensor:
 
 
 def vssl_loss(model: VSSLModel, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-    """The training loss of a batch (module doc) and its parts as floats."""
+    """The training loss of a batch (module doc) and its parts as floats (without ``loss``)."""
     cfg: VSSLConfig = model.config
     wave = batch["audio"].float()
     feats = model.encoder.encode(wave)
@@ -94,5 +94,4 @@ def vssl_loss(model: VSSLModel, batch: dict[str, torch.Tensor]) -> tuple[torch.T
         pre = ((pred - target[:, :t]) ** 2).mean()
         total = total + cfg.audio_weight * pre
         metrics["pretext_mse"] = float(pre.detach())
-    metrics["loss"] = float(total.detach())
-    return total, metrics
+    return total, metrics  # the loop logs "loss" itself (a "loss" key here would be added twice)
