@@ -180,3 +180,86 @@ def test_predict_swapped_tokenizer_folders_exit_2_naming_both(model_dir, tmp_pat
                                f"visual_tokenizer={dirs['audio']}", str(clip)]) == 2
     err = capsys.readouterr().err
     assert dirs["audio"] in err and dirs["visual"] in err and "swapped" in err
+
+
+# ------------------------------------------------------------- from any directory / by hub id
+
+
+def _bundled_model(root: Path) -> Path:
+    """A fold model as finetune saves it, its tokenizers recorded relative to ``root`` (the
+    directory training ran in) and bundled into the model folder."""
+    import os
+
+    from vqmae.hub import bundle_tokenizers
+
+    torch.manual_seed(0)
+    prov = {}
+    for m, tok in tiny_tokenizers().items():
+        tok.save_pretrained(root / "runs" / f"tok_{m}")
+        prov[m] = tokenizer_provenance(tok.eval(), os.path.relpath(root / "runs" / f"tok_{m}", root))
+    enc = cfg_for_store(prov, preset="tiny", window_seconds=0.4)
+    model = EmotionClassifier(ClassifierConfig(encoder=enc, num_classes=3, num_targets=2, classes=CLASSES))
+    model.info = {
+        "task": {"kind": "both", "classes": CLASSES, "target_names": ["arousal", "valence"]},
+        "tokenizers": {m: {"dir": p["tokenizer_dir"], "fingerprint": p["fingerprint"],
+                           "frames_per_second": p["frames_per_second"]} for m, p in prov.items()},
+        "clip_config": {"modalities": ["audio", "visual"], "sample_rate": 16000, "fps": 25.0,
+                        "peak_normalize": True, "detect_faces": False, "face_size": 96, "backend": "auto"},
+    }
+    folder = root / "exp" / "fold_0" / "model"
+    model.info["tokenizers"] = bundle_tokenizers(folder, model.info["tokenizers"], strict=False)
+    model.save_pretrained(folder)
+    return folder
+
+
+def test_predict_runs_from_any_directory_with_bundled_tokenizers(tmp_path, monkeypatch, capsys):
+    import shutil
+
+    train, elsewhere = tmp_path / "train", tmp_path / "elsewhere"
+    train.mkdir()
+    elsewhere.mkdir()
+    monkeypatch.chdir(train)
+    _bundled_model(train)
+    shutil.move(str(train / "exp"), str(tmp_path / "moved"))
+    shutil.rmtree(train)  # the training directory (and its tokenizer folders) is gone
+    monkeypatch.chdir(elsewhere)
+    clip = write_clip(elsewhere / "a.mp4", seconds=0.8, seed=1)
+    assert predict_stage.main(["--model", str(tmp_path / "moved" / "fold_0" / "model"), str(clip)]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert len(res["predictions"]) == 1 and not res["errors"]
+
+
+def test_predict_by_hub_id_offline(tmp_path, monkeypatch, capsys):
+    import shutil
+
+    from huggingface_hub import constants
+    from support.hub_cache import write_hub_cache
+
+    monkeypatch.chdir(tmp_path)
+    write_hub_cache(tmp_path / "hub", "org/emotion", _bundled_model(tmp_path))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    shutil.rmtree(tmp_path / "runs")
+    clip = write_clip(tmp_path / "a.mp4", seconds=0.8, seed=1)
+    assert predict_stage.main(["--model", "org/emotion", str(clip)]) == 0
+    assert len(json.loads(capsys.readouterr().out)["predictions"]) == 1
+    assert predict_stage.main(["--model", "org/missing", str(clip)]) == 2
+    assert "org/missing" in capsys.readouterr().err
+
+
+def test_store_provenance_records_hub_tokenizers(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+    from support.hub_cache import COMMIT, write_hub_cache
+
+    from vqmae.data.encoding import load_tokenizer_folders
+    from vqmae.hub import store_tokenizer_record
+
+    folder = tiny_tokenizers()["audio"].save_pretrained(tmp_path / "tok")
+    write_hub_cache(tmp_path / "hub", "org/audio-tok", folder)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    toks = load_tokenizer_folders({"audio": "org/audio-tok"})
+    prov = tokenizer_provenance(toks["audio"], "org/audio-tok")
+    assert prov["tokenizer_hub_id"] == "org/audio-tok" and prov["tokenizer_revision"] == COMMIT
+    assert prov["tokenizer_dir"].endswith(COMMIT)
+    assert store_tokenizer_record(prov)["hub_id"] == "org/audio-tok"

@@ -54,11 +54,12 @@ def load_tokenizer_folders(dirs: Mapping[str, str], fingerprints: Mapping[str, s
     ``fingerprints``, a tokenizer whose fingerprint differs from the recorded one is refused
     (``what`` says what it was recorded for, e.g. "the model was trained with").
     """
+    from vqmae.hub import is_hub_id
     from vqmae.tokenizers import load_tokenizer
 
     toks = {}
     for m, folder in dirs.items():
-        if not Path(folder).exists():
+        if not Path(folder).exists() and not is_hub_id(folder):  # a hub id org/name loads through the cache
             raise ConfigError(f"{m}_tokenizer: folder not found: {folder}")
         try:
             tok = load_tokenizer(folder)

@@ -85,7 +85,12 @@ def tokenizer_provenance(tok: Any, folder: str | Path | None = None) -> dict[str
     if hasattr(tok, "sample_rate"):
         prov["sample_rate"] = int(tok.sample_rate)
     if folder is not None:
+        from vqmae.hub import is_hub_id, tokenizer_source
+
         prov["tokenizer_dir"] = str(folder)
+        if is_hub_id(folder):  # from the hub: its id and commit, and the cache folder
+            src = tokenizer_source(folder)
+            prov.update(tokenizer_dir=src["dir"], tokenizer_hub_id=src["hub_id"], tokenizer_revision=src["revision"])
     return prov
 
 

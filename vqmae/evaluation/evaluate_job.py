@@ -44,7 +44,13 @@ class EvaluateConfig:
 
 def model_folders(path: str | Path) -> list[Path]:
     """A model folder itself, or the ``fold_*/model`` folders of an experiment folder (fold order)."""
-    p = Path(path)
+    from vqmae.checkpoint import ModelFolderError
+    from vqmae.hub import resolve_model_folder
+
+    try:  # a hub id org/name -> its snapshot folder in the hub cache
+        p = resolve_model_folder(path)
+    except ModelFolderError as e:
+        raise UserError(str(e)) from None
     if (p / "config.json").is_file():
         return [p]
     folds = sorted(p.glob("fold_*/model"), key=lambda q: int(q.parent.name.split("_")[1]))

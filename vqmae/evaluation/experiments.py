@@ -84,6 +84,11 @@ def run_experiment(exp: Experiment, store: TokenStore, folds: Sequence[Any], tas
                         "index": fold.index, "train": list(fold.train), "val": list(fold.val),
                         "test": list(fold.test)}, "best_epoch": result["best_epoch"],
                         "label_fraction": exp.fraction}
+                if getattr(model, "info", {}).get("tokenizers"):  # self-contained: tokenizers inside
+                    from vqmae.hub import bundle_tokenizers
+
+                    model.info["tokenizers"] = bundle_tokenizers(fold_dir / "model", model.info["tokenizers"],
+                                                                 strict=False)
                 model.save_pretrained(fold_dir / "model")
         if is_main_process():  # every rank computed the same result; one writes it
             write_json(done, {"key": key, "result": result})

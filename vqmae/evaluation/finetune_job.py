@@ -25,6 +25,7 @@ from vqmae.evaluation.results import fmt_summary, metrics_for_task, write_result
 from vqmae.evaluation.robustness import confusion_png, missing_modality_rows, noise_robustness
 from vqmae.evaluation.splits import MIN_TRAIN_SPEAKERS, fold_clips, fold_title
 from vqmae.evaluation.task import Task, infer_task
+from vqmae.model_card import write_fold_cards
 from vqmae.pipelines.common import UserError
 from vqmae.runs import log
 from vqmae.training import barrier, init_distributed_if_launched, is_main_process
@@ -254,6 +255,7 @@ def run(cfg: FinetuneConfig) -> dict[str, Any]:
     results["seconds"] = time.perf_counter() - t0
     if main_rank:
         write_results(out, results)
+        write_fold_cards(out, results)  # each fold model's README.md gets the results table
     barrier()
     log.info("finetune: done in %.0f s; results in %s", results["seconds"], out / "results.md")
     return results

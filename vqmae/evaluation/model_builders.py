@@ -12,6 +12,7 @@ from vqmae.checkpoint import CONFIG_NAME, PICKLE_SUFFIXES, ModelFolderError, rea
 from vqmae.data.clips import WINDOW_SECONDS
 from vqmae.data.token_store import TokenStore
 from vqmae.evaluation.task import Task
+from vqmae.hub import store_tokenizer_record
 from vqmae.pipelines.common import UserError
 from vqmae.runs import log
 
@@ -64,10 +65,7 @@ def model_info(store: TokenStore, task: Task, init: str, window_seconds: float) 
     """What a saved fold model records so that ``evaluate`` and ``predict`` can use it alone."""
     return {
         "task": {"kind": task.kind, "classes": task.classes, "target_names": task.target_names},
-        "tokenizers": {m: {"dir": store.provenance[m].get("tokenizer_dir", ""),
-                           "fingerprint": store.provenance[m]["fingerprint"],
-                           "frames_per_second": store.provenance[m]["frames_per_second"]}
-                       for m in store.modalities},
+        "tokenizers": {m: store_tokenizer_record(store.provenance[m]) for m in store.modalities},
         "clip_config": dict(store.meta.get("clip_config", {})),
         "store": str(store.root),
         "init": init,
@@ -88,6 +86,12 @@ class Builders:
         self.init, self.store, self.task, self.head = init, store, task, head
         self.pretrained = init not in ("", "none")
         if self.pretrained:
+            from vqmae.hub import resolve_model_folder
+
+            try:  # a hub id org/name -> its snapshot folder in the hub cache
+                init = self.init = str(resolve_model_folder(init))
+            except ModelFolderError as e:
+                raise UserError(f"--init {e}") from None
             check_init_folder(init)
             try:
                 self.mae_cfg = mae_config_of(init)

@@ -65,14 +65,26 @@ def load_models(path: str) -> list[tuple[Any, dict[str, Any]]]:
         raise ConfigError(f"model: {e}") from None
 
 
-def model_tokenizers(info: dict[str, Any], modalities: list[str], overrides: dict[str, str]) -> dict[str, Any]:
-    """The tokenizers the model was trained with (folders from ``info`` unless overridden,
-    fingerprints checked, folders swapped between modalities refused)."""
+def model_tokenizers(info: dict[str, Any], modalities: list[str], overrides: dict[str, str],
+                     model_folder: str | None = None) -> dict[str, Any]:
+    """The tokenizers the model was trained with (unless overridden: found from any directory by
+    ``vqmae.hub.resolve_tokenizer_folder`` — inside ``model_folder``, the recorded hub id, the old
+    paths —, fingerprints checked, folders swapped between modalities refused)."""
+    from vqmae.checkpoint import ModelFolderError
+    from vqmae.hub import resolve_tokenizer_folder
+
     recorded = info.get("tokenizers") or {}
-    dirs = {m: overrides.get(m) or (recorded.get(m) or {}).get("dir", "") for m in modalities}
-    for m, folder in dirs.items():
-        if not folder:
+    dirs = {}
+    for m in modalities:
+        if overrides.get(m):
+            dirs[m] = overrides[m]
+            continue
+        if not recorded.get(m):
             raise ConfigError(f"{m}_tokenizer: the model records no {m} tokenizer folder; give --{m}-tokenizer DIR")
+        try:
+            dirs[m] = str(resolve_tokenizer_folder(model_folder, m, recorded[m]))
+        except ModelFolderError as e:
+            raise ConfigError(f"{m}_tokenizer: {e}") from None
     fps = {m: (recorded.get(m) or {}).get("fingerprint") for m in modalities}
     return load_tokenizer_folders(dirs, fps, what="the model was trained with")
 
@@ -132,7 +144,8 @@ def predict_files(models: list[tuple[Any, dict[str, Any]]], files: list[str], cf
     task = _task(models)
     info0 = models[0][1]
     modalities = sorted({m for model, _ in models for m in model.modalities}, key=list(MODALITIES).index)
-    toks = model_tokenizers(info0, modalities, {"audio": cfg.audio_tokenizer, "visual": cfg.visual_tokenizer})
+    toks = model_tokenizers(info0, modalities, {"audio": cfg.audio_tokenizer, "visual": cfg.visual_tokenizer},
+                            getattr(models[0][0], "pretrained_path", None))
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available()
                           else ("cpu" if cfg.device == "auto" else cfg.device))
     for model, _ in models:

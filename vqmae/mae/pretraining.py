@@ -212,7 +212,7 @@ STORE_RECORD = "token_store.json"
 def provenance_record(p: dict[str, Any]) -> dict[str, Any]:
     """The provenance facts of one modality kept with the pretrained model."""
     keep = ("fingerprint", "architecture", "codebook_size", "token_shape", "frames_per_second",
-            "sample_rate", "tokenizer_dir")
+            "sample_rate", "tokenizer_dir", "tokenizer_hub_id", "tokenizer_revision")
     return {k: p[k] for k in keep if k in p}
 
 
@@ -362,6 +362,9 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
                                  "loss": config_to_dict(cfg.loss), "steps": result.steps,
                                  "baselines": baselines, "final": scored}}
             result.model.save_pretrained(out / "model", metadata=meta)
+            from vqmae.hub import make_self_contained
+
+            make_self_contained(out / "model", strict=False)  # the store's tokenizers go inside the folder
             write_json(out / "summary.json", summary)
             plot_curves(run_.metrics_path, out / "curves.png", modalities, baselines)
             for m in modalities:

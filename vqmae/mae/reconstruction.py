@@ -65,10 +65,20 @@ def load_setup(cfg: ReconstructConfig) -> tuple[VQMAEAV, dict[str, Any], ClipCon
         raise ConfigError(f"model: {cfg.model} holds a '{meta['architecture']}' model, not a VQ-MAE-AV")
     store = meta.get("token_store", {})
     prov = store.get("provenance", {})
-    dirs = {m: getattr(cfg, f"{m}_tokenizer") or prov.get(m, {}).get("tokenizer_dir", "") for m in mae.modalities}
-    for m, folder in dirs.items():
-        if not folder:
+    from vqmae.hub import resolve_tokenizer_folder, tokenizer_records
+
+    recs = tokenizer_records(meta)  # found from any directory: inside the model, hub id, old paths
+    dirs = {}
+    for m in mae.modalities:
+        if getattr(cfg, f"{m}_tokenizer"):
+            dirs[m] = getattr(cfg, f"{m}_tokenizer")
+            continue
+        if not any((recs.get(m) or {}).get(k) for k in ("dir", "bundled", "hub_id")):
             raise ConfigError(f"{m}_tokenizer: {cfg.model} records no {m} tokenizer folder; pass --{m}-tokenizer DIR")
+        try:
+            dirs[m] = str(resolve_tokenizer_folder(mae.pretrained_path, m, recs[m]))
+        except ModelFolderError as e:
+            raise ConfigError(f"{m}_tokenizer: {e}") from None
     tokenizers = load_tokenizer_folders(dirs, {m: prov.get(m, {}).get("fingerprint") for m in dirs},
                                         what="the model was pretrained with; pass the tokenizer "
                                              "that made the pretraining token store")
