@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from vqmae.errors import UserError
 from vqmae.io import read_json, write_json
-from vqmae.pipelines.common import UserError
 from vqmae.runs import log
 
 STAGE_FOLDERS: dict[str, str] = {

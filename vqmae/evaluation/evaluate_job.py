@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from vqmae.config import setting
+from vqmae.errors import UserError
 from vqmae.evaluation.results import summarize, write_results
 from vqmae.evaluation.scoring import evaluate_model, prediction_rows
 from vqmae.evaluation.task import Task
 from vqmae.io import write_jsonl
-from vqmae.pipelines.common import UserError
 from vqmae.runs import log
 
 

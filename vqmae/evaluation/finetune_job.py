@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from vqmae.config import config_to_dict, save_config, setting
 from vqmae.data.token_store import StoreError, TokenStore
+from vqmae.errors import UserError
 from vqmae.evaluation.experiments import Experiment, run_experiment
 from vqmae.evaluation.model_builders import Builders, model_info
 from vqmae.evaluation.protocol import ProtocolConfig
@@ -26,7 +27,6 @@ from vqmae.evaluation.robustness import confusion_png, missing_modality_rows, no
 from vqmae.evaluation.splits import MIN_TRAIN_SPEAKERS, fold_clips, fold_title
 from vqmae.evaluation.task import Task, infer_task
 from vqmae.model_card import write_fold_cards
-from vqmae.pipelines.common import UserError
 from vqmae.runs import log
 from vqmae.training import barrier, init_distributed_if_launched, is_main_process
 

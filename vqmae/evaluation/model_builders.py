@@ -11,9 +11,9 @@ from typing import Any
 from vqmae.checkpoint import CONFIG_NAME, PICKLE_SUFFIXES, ModelFolderError, read_model_config
 from vqmae.data.clips import WINDOW_SECONDS
 from vqmae.data.token_store import TokenStore
+from vqmae.errors import UserError
 from vqmae.evaluation.task import Task
 from vqmae.hub import store_tokenizer_record
-from vqmae.pipelines.common import UserError
 from vqmae.runs import log
 
 WEIGHTS_NAME = "model.safetensors"

@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from vqmae.data.token_store import StoreError, TokenStore
+from vqmae.errors import UserError
 from vqmae.evaluation.results import summarize
 from vqmae.evaluation.scoring import evaluate_model
 from vqmae.evaluation.splits import fold_clips
 from vqmae.evaluation.task import Task
-from vqmae.pipelines.common import UserError
 from vqmae.runs import log
 
 

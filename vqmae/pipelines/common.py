@@ -8,15 +8,12 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from vqmae.config import ConfigError, config_help, parse_config
+from vqmae.errors import UserError
 from vqmae.runs import setup_logging
 
 C = TypeVar("C")
 
 log = logging.getLogger("vqmae")
-
-
-class UserError(Exception):
-    """An error caused by the user's input (bad file, wrong folder): printed without a traceback."""
 
 
 def resolve_stage_config(config_cls: type[C], argv: list[str], base: dict[str, Any] | None = None,
