@@ -3,7 +3,7 @@
     python benchmarks/bench_mae.py [--device cpu|cuda] [--batch 16] [--steps 10] [--depth 6]
                                    [--ratio 0.5] [--no-raw] [--no-reference-like]
 
-Workload (TARGETS.md): the paper preset (SAF, width 320, 4 heads, MLP 2, encoder 6, decoder 3,
+Workload (docs/BENCHMARKS.md): the paper preset (SAF, width 320, 4 heads, MLP 2, encoder 6, decoder 3,
 7,739,840 parameters), batch 16, random tokens, mask ratio ``--ratio`` for both modalities
 (0.5 = the mean of the paper's Dirichlet(1, 1) draw), cross-entropy on masked indices, AdamW.
 A step = masks + forward + loss + backward + AdamW. Measured in one process, interleaved:

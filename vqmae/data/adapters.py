@@ -2,7 +2,7 @@
 
 An adapter only reads names and folders (no decoding); ``vqmae.data.prepare`` probes each
 file, fills ``duration`` / ``fps`` / ``sample_rate`` and drops bad files into ``errors.jsonl``.
-Layouts (shared/REFERENCE.md, "Dataset conventions"; docs/DATA.md):
+Layouts (each dataset's published naming; docs/DATA.md):
 
 =============  ===========================================  ======================  ==========
 name           layout                                       speaker                 label

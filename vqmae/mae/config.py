@@ -5,7 +5,7 @@ architecture (patch sizes, width, depth, heads, fusion) from a preset. :func:`cf
 builds a config matching a token store's provenance, so tokenizers other than the paper's
 (other grids or codebooks) work as long as the patch sizes divide the token grid.
 
-Paper preset (REFERENCE.md "VQ-MAE-AV")::
+Paper preset (the published VQ-MAE-AV, Sadok et al., arXiv 2305.03568)::
 
     visual tokens (50, 24, 24) codebook 512, tube (5, 4, 4) = 80 indices × 4-d -> 360 tubes
     audio  tokens (100, 64)    codebook 256, patch (10, 4)  = 40 indices × 8-d -> 160 patches
