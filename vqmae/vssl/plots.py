@@ -61,6 +61,10 @@ def loss_curves_png(path: str | Path, rows: Sequence[dict], keys: Sequence[str])
             if pts:
                 x, y = zip(*pts)
                 ax.plot(x, y, style, label=split)
+        silent = [(r["step"], r[f"silent_{k}"]) for r in rows if f"silent_{k}" in r]
+        if silent:  # held-out error with the audio replaced by silence
+            x, y = zip(*silent)
+            ax.plot(x, y, ":", label="val, silent audio")
         ax.set_title(k)
         ax.set_xlabel("step")
         ax.legend()
