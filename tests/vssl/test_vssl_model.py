@@ -216,3 +216,17 @@ def test_exported_encoder_loads_into_the_classifier(tmp_path, one_thread):
     back = load_pretrained(tmp_path / "clf")
     with torch.no_grad():
         assert torch.allclose(back(wave=wave), clf(wave=wave), atol=1e-6)  # frozen GRU: other kernel
+
+
+def test_animate_renders_every_frame_whatever_the_chunk(one_thread):
+    from vqmae.vssl.animate import animate
+
+    m = VSSLModel(vssl_model_preset("tiny", task="visual")).eval()
+    face = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)  # resized to 32
+    wave = np.random.default_rng(1).standard_normal(13 * SPF + 50).astype(np.float32) * 0.1
+    a = animate(m, face, wave, chunk=4)
+    b = animate(m, face, wave, chunk=64)
+    assert a.shape == (13, 32, 32, 3) and a.dtype == np.uint8
+    assert np.abs(a.astype(int) - b.astype(int)).max() <= 1  # same frames (float rounding aside)
+    with pytest.raises(ValueError, match="no face generator"):
+        animate(VSSLModel(vssl_model_preset("tiny", task="audio")), face, wave)
