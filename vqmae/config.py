@@ -21,26 +21,25 @@ Rules (see docs/CONFIG.md):
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import difflib
-import functools
-import inspect
 import math
-import textwrap
-import types
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 
+from vqmae.config_types import (
+    ConfigError,
+    _coerce,
+    _field_types,
+    _is_dataclass_type,
+    _parse_scalar_string,
+    _unwrap_optional,
+)
+
 T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """A config file or override that does not fit the config dataclass."""
-
 
 _META = "vqmae"
 
@@ -72,173 +71,6 @@ def _check_range(f: dataclasses.Field, value: Any, key: str) -> None:
         bound = meta.get(name)
         if bound is not None and not ok(value, bound):
             raise ConfigError(f"{key}: must be {sign} {bound:g}, got {value!r}")
-
-
-@functools.cache
-def _attribute_docs(cls: type) -> dict[str, str]:
-    """The docstrings written under fields (``x: int = 1`` then ``\"\"\"text\"\"\"``)."""
-    docs: dict[str, str] = {}
-    for klass in reversed(cls.__mro__):
-        if not dataclasses.is_dataclass(klass):
-            continue
-        try:
-            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
-        except (OSError, TypeError, SyntaxError):
-            continue
-        body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
-        for node, nxt in zip(body, body[1:]):
-            if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
-                    and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
-                    and isinstance(nxt.value.value, str)):
-                docs[node.target.id] = " ".join(nxt.value.value.split())
-    return docs
-
-
-def field_description(cls: type, name: str) -> str:
-    """The description of a config field: ``setting(help=...)`` or its attribute docstring."""
-    for f in dataclasses.fields(cls):
-        if f.name == name:
-            meta = f.metadata.get(_META) or {}
-            if meta.get("help"):
-                return str(meta["help"])
-    return _attribute_docs(cls).get(name, "")
-
-
-# ----------------------------------------------------------------------------------- types
-
-
-def _is_dataclass_type(tp: Any) -> bool:
-    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
-
-
-def _field_types(cls: type) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.init}
-
-
-def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        optional = len(args) != len(typing.get_args(tp))
-        if len(args) == 1:
-            return args[0], optional
-        return typing.Union[tuple(args)], optional  # noqa: UP007
-    return tp, False
-
-
-def _parse_scalar_string(text: str) -> Any:
-    """A command-line value as YAML would read it (``1e-3`` -> float, ``null`` -> None)."""
-    if text.strip() == "":
-        return ""
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-    # YAML 1.1 reads 1e-3 as a string; accept it as a float.
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
-
-
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Check ``value`` against the annotation ``tp`` and convert where unambiguous."""
-    tp, optional = _unwrap_optional(tp)
-    if value is None:
-        if optional or tp is Any:
-            return None
-        raise ConfigError(f"{key}: null is not allowed (expected {_type_name(tp)})")
-    if tp is Any:
-        return value
-    origin = typing.get_origin(tp)
-    if origin is typing.Literal:
-        choices = typing.get_args(tp)
-        if isinstance(value, str) and value not in choices:
-            for c in choices:  # allow numeric literals given as strings
-                if str(c) == value:
-                    return c
-        if value not in choices:
-            raise ConfigError(f"{key}: {value!r} is not one of {list(choices)}")
-        return value
-    if origin in (typing.Union, types.UnionType):
-        errors = []
-        for option in typing.get_args(tp):
-            try:
-                return _coerce(value, option, key)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(f"{key}: {value!r} does not match {_type_name(tp)}")
-    if _is_dataclass_type(tp):
-        if isinstance(value, tp):
-            return value
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping for {tp.__name__}, got {value!r}")
-        return _build(tp, value, prefix=key + ".")
-    if origin in (list, tuple) or tp in (list, tuple):
-        if isinstance(value, str):
-            value = _parse_scalar_string(value) if value.startswith("[") else value.split(",")
-        if not isinstance(value, (list, tuple)):
-            value = [value]
-        args = typing.get_args(tp)
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            if len(args) != len(value):
-                raise ConfigError(f"{key}: expected {len(args)} values, got {len(value)}")
-            return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
-        item = args[0] if args else Any
-        items = [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
-        return tuple(items) if (origin is tuple or tp is tuple) else items
-    if origin is dict or tp is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        return dict(value)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on"):
-            return True
-        if isinstance(value, str) and value.lower() in ("false", "no", "0", "off"):
-            return False
-        raise ConfigError(f"{key}: expected true/false, got {value!r}")
-    if tp is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{key}: expected an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise ConfigError(f"{key}: expected a string, got {value!r}")
-    if tp is Path:
-        return Path(value)
-    if isinstance(tp, type) and isinstance(value, tp):
-        return value
-    raise ConfigError(f"{key}: cannot check value {value!r} against {_type_name(tp)}")
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
 def _unknown_key(cls: type, name: str, prefix: str) -> ConfigError:
@@ -495,42 +327,5 @@ def replace(cfg: T, **changes: Any) -> T:
     return dataclasses.replace(cfg, **checked)
 
 
-def _choices(tp: Any) -> list[Any]:
-    inner, _ = _unwrap_optional(tp)
-    if typing.get_origin(inner) is typing.Literal:
-        return list(typing.get_args(inner))
-    if typing.get_origin(inner) in (list, tuple):
-        args = [a for a in typing.get_args(inner) if a is not Ellipsis]
-        if len(args) == 1 and typing.get_origin(args[0]) is typing.Literal:
-            return list(typing.get_args(args[0]))
-    return []
-
-
-def config_help(cls: type, prefix: str = "") -> str:
-    """Per settable key: name, default (or ``REQUIRED``), type, choices, range, description."""
-    lines = []
-    for f in dataclasses.fields(cls):
-        if not f.init:
-            continue
-        tp = _field_types(cls)[f.name]
-        inner, _ = _unwrap_optional(tp)
-        if _is_dataclass_type(inner):
-            lines.append(config_help(inner, prefix + f.name + "."))
-            continue
-        if f.default is not dataclasses.MISSING:
-            default = f"= {f.default!r}"
-        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-            default = f"= {f.default_factory()!r}"  # type: ignore[misc]
-        else:
-            default = "REQUIRED"
-        choices = _choices(tp)
-        kind = "one of " + ", ".join(map(str, choices)) if choices else _type_name(tp)
-        meta = f.metadata.get(_META) or {}
-        limits = [f"{s} {meta[k]:g}" for k, s in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
-                  if meta.get(k) is not None]
-        extra = f"; {', '.join(limits)}" if limits else ""
-        lines.append(f"  {prefix}{f.name} {default}  [{kind}{extra}]")
-        desc = field_description(cls, f.name)
-        if desc:
-            lines.append(textwrap.fill(desc, width=96, initial_indent=" " * 6, subsequent_indent=" " * 6))
-    return "\n".join(lines)
+# --help texts live in vqmae.config_help (re-exported here).
+from vqmae.config_help import config_help, field_description  # noqa: E402, F401

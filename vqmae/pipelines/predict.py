@@ -27,6 +27,7 @@ import json
 import sys
 from pathlib import Path
 
+from vqmae.data.encoding import check_device
 from vqmae.evaluation.prediction import PredictConfig, load_models, predict_files
 from vqmae.pipelines.common import UserError, stage_main
 from vqmae.runs import log
@@ -41,6 +42,7 @@ def run(cfg: PredictConfig) -> int:
         raise UserError("files: give one or more media files")
     if cfg.out and Path(cfg.out).is_dir():
         raise UserError(f"out: '{cfg.out}' is a folder; give a JSON file name")
+    check_device(cfg.device)  # before loading any model
     missing = [f for f in cfg.files if not Path(f).is_file()]
     result = predict_files(load_models(cfg.model), [f for f in cfg.files if f not in missing], cfg)
     result["errors"] = [{"file": f, "kind": "missing", "error": "file not found"} for f in missing] + result["errors"]

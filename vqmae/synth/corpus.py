@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from vqmae.config import setting
 from vqmae.data.manifest import (
     DATASET_INFO_NAME,
     MANIFEST_NAME,
@@ -72,11 +73,11 @@ class SynthConfig:
     """Output folder (required)."""
     seed: int = 0
     speakers: int = 0
-    """Number of speakers (tiny 6, demo 12, pretrain 40)."""
+    """Number of speakers (tiny 6, demo 30, pretrain 40)."""
     clips: int = 0
     """pretrain: number of clips (default 2000); tiny/demo: keep only the first N planned clips."""
     layout: Literal["vqmae", "ravdess", "crema-d"] = "vqmae"
-    workers: int = 0
+    workers: int = setting(0, ge=0)
     """Parallel processes (0 = one per CPU core, at most 8; 1 = in this process)."""
     sample_rate: int = 0
     """Audio rate of the files: 44100 or 48000 (tiny 44100, others 48000)."""
@@ -101,7 +102,10 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(6, 1, True, TINY_SENTENCES, 1.0, 2.0, 44100),
-    "demo": Preset(12, 1, True, (0, 1), 2.0, 4.0, 48000),
+    # 30 speakers: 5 folds of 18 training / 6 validation / 6 test speakers, like real acted
+    # corpora (RAVDESS 24, CREMA-D 91); with 6 training speakers token models learn the speakers,
+    # not the emotions (issue 13)
+    "demo": Preset(30, 1, True, (0, 1), 2.0, 4.0, 48000),
     "pretrain": Preset(40, PRETRAIN_FIRST_SPEAKER, False, (), 2.0, 4.0, 48000, clips=2000),
 }
 
