@@ -39,6 +39,12 @@ class LogMel(nn.Module):
         self.mel = torchaudio.transforms.MelSpectrogram(
             sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels,
             center=True, power=2.0)
+        # own storage for each buffer: torchaudio's window is a view into a larger one, which
+        # safetensors (accelerate's checkpoints) refuses to save
+        for mod in self.mel.modules():
+            for name, buf in list(mod._buffers.items()):
+                if buf is not None:
+                    mod._buffers[name] = buf.detach().clone()
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=wave.device.type, enabled=False):
