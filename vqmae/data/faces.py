@@ -2,9 +2,15 @@
 
 Pipeline for a clip of ``T`` frames (never drops a frame):
 
-1. :func:`detect_boxes` runs OpenCV's frontal-face Haar cascade on every frame (downscaled so the
-   longer side is at most ``detect_max_side``) and keeps one box per frame: the largest, or among
-   boxes at least half as large, the one nearest the previous detection. Misses are ``NaN``.
+1. :func:`track_boxes` runs OpenCV's frontal-face Haar cascade (on frames downscaled so the longer
+   side is at most ``detect_max_side``) on every ``detect_every``-th frame and the last one, first
+   in a window around the previous face at nearby sizes, then on the whole frame if that finds
+   nothing. Between two keyframe detections that agree (centre moved at most ``max_jump`` × side,
+   side changed at most 1.25×) the boxes are interpolated; where a keyframe finds no face or the
+   box jumps, every frame in between is detected (re-detection on track loss).
+   ``detect_every=1`` is :func:`detect_boxes`: every frame, whole frame. Each detection keeps one
+   box: the largest, or among boxes at least half as large, the one nearest the previous
+   detection. Misses are ``NaN``.
 2. :func:`track_from_boxes` turns boxes into a square track ``(cx, cy, side)`` per frame: isolated
    detections far from their neighbours are discarded as false positives, gaps are filled by
    linear interpolation (held constant before the first / after the last detection), and the
@@ -28,11 +34,15 @@ from pathlib import Path
 
 import numpy as np
 
+from vqmae.config import _check_range, setting
 from vqmae.data.media import MediaError
 from vqmae.io import atomic_write_bytes
 
 CASCADE = "haarcascade_frontalface_default.xml"
-FACE_CACHE_VERSION = 1
+FACE_CACHE_VERSION = 2
+_ROI = 1.0  # keyframe search window: the previous box grown by this × its side on each side
+_SIZE_RANGE = (0.7, 1.4)  # ... at face sides within this range of the previous side
+_SIDE_RATIO = 1.25  # keyframe boxes whose sides differ more than this are re-detected in between
 
 
 class NoFaceError(MediaError):
@@ -44,14 +54,22 @@ class NoFaceError(MediaError):
 
 @dataclass(frozen=True)
 class DetectorConfig:
-    """Haar-cascade settings (they are part of the cache key)."""
+    """Haar-cascade and tracking settings (they are part of the cache key)."""
 
-    scale_factor: float = 1.1
-    min_neighbors: int = 5
-    min_size_frac: float = 0.1
-    """Smallest face side as a fraction of the frame's shorter side."""
-    detect_max_side: int = 320
-    """Frames are downscaled so that their longer side is at most this before detection."""
+    scale_factor: float = setting(1.1, gt=1, le=2, help="Haar pyramid step between scales.")
+    min_neighbors: int = setting(5, ge=0, le=50, help="Haar: overlapping hits needed to keep a box.")
+    min_size_frac: float = setting(0.1, gt=0, le=1, help="Smallest face side as a fraction of the "
+                                   "frame's shorter side.")
+    detect_max_side: int = setting(320, ge=64, le=4096, help="Frames are downscaled so that their longer "
+                                   "side is at most this before detection.")
+    detect_every: int = setting(5, ge=1, le=50, help="Detect on every k-th frame and interpolate between "
+                                "agreeing detections (1 = every frame; misses and jumps re-detect every frame).")
+    max_jump: float = setting(0.5, gt=0, le=5, help="Two keyframe boxes agree when their centres are at most "
+                              "this x the face side apart (else every frame between them is detected).")
+
+    def __post_init__(self) -> None:  # also when built directly or from JSON (a ConfigError)
+        for name, f in self.__dataclass_fields__.items():
+            _check_range(f, getattr(self, name), f"detector.{name}")
 
 
 @dataclass
@@ -79,37 +97,122 @@ def _cascade():
     return cascade
 
 
-def detect_boxes(frames: np.ndarray, cfg: DetectorConfig = DetectorConfig()) -> np.ndarray:
-    """Detect one face per frame. ``frames`` uint8 ``(T, H, W, 3)`` RGB -> float32 ``(T, 4)``
-    boxes ``(x, y, w, h)`` in frame pixels, ``NaN`` rows where no face was found."""
-    import cv2
+class _Detector:
+    """The cascade on one clip: grey, downscaled, equalised frames made once each; detections in
+    frame pixels ``(x, y, w, h)`` or ``None``."""
 
-    t, h, w = frames.shape[:3]
-    scale = min(1.0, cfg.detect_max_side / max(h, w))
-    min_side = max(24, int(round(cfg.min_size_frac * min(h, w) * scale)))
-    cascade = _cascade()
-    boxes = np.full((t, 4), np.nan, dtype=np.float32)
-    prev: np.ndarray | None = None
-    for i in range(t):
-        gray = cv2.cvtColor(frames[i], cv2.COLOR_RGB2GRAY)
-        if scale < 1.0:
-            gray = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        gray = cv2.equalizeHist(gray)
-        found = cascade.detectMultiScale(gray, scaleFactor=cfg.scale_factor, minNeighbors=cfg.min_neighbors,
-                                         minSize=(min_side, min_side))
-        if len(found) == 0:
-            continue
-        cand = np.asarray(found, dtype=np.float32) / scale
+    def __init__(self, frames: np.ndarray, cfg: DetectorConfig):
+        h, w = frames.shape[1:3]
+        self.frames, self.cfg = frames, cfg
+        self.scale = min(1.0, cfg.detect_max_side / max(h, w))
+        self.min_side = max(24, int(round(cfg.min_size_frac * min(h, w) * self.scale)))
+        self.cascade = _cascade()
+        self.calls = 0  # cascade runs (whole frame or window)
+
+    def _gray(self, i: int) -> np.ndarray:
+        import cv2
+
+        gray = cv2.cvtColor(self.frames[i], cv2.COLOR_RGB2GRAY)
+        if self.scale < 1.0:
+            gray = cv2.resize(gray, None, fx=self.scale, fy=self.scale, interpolation=cv2.INTER_AREA)
+        return cv2.equalizeHist(gray)
+
+    def _run(self, gray: np.ndarray, min_side: int, max_side: int = 0) -> np.ndarray:
+        self.calls += 1
+        kw = {"maxSize": (max_side, max_side)} if max_side else {}
+        found = self.cascade.detectMultiScale(gray, scaleFactor=self.cfg.scale_factor,
+                                              minNeighbors=self.cfg.min_neighbors,
+                                              minSize=(min_side, min_side), **kw)
+        return np.asarray(found, dtype=np.float32).reshape(-1, 4)
+
+    def detect(self, i: int, prev: np.ndarray | None = None, window: bool = False) -> np.ndarray | None:
+        """One box in frame ``i``; ``window``: search around ``prev`` first (whole frame if none)."""
+        gray = self._gray(i)
+        s = self.scale
+        cand = np.zeros((0, 4), np.float32)
+        if window and prev is not None:
+            x, y, w, h = prev * s
+            side = max(w, h)
+            x0, y0 = max(0, int(x - _ROI * side)), max(0, int(y - _ROI * side))
+            x1 = min(gray.shape[1], int(np.ceil(x + w + _ROI * side)))
+            y1 = min(gray.shape[0], int(np.ceil(y + h + _ROI * side)))
+            lo = max(self.min_side, int(_SIZE_RANGE[0] * side))
+            hi = int(np.ceil(_SIZE_RANGE[1] * side))
+            if x1 - x0 >= lo and y1 - y0 >= lo:
+                cand = self._run(gray[y0:y1, x0:x1], lo, hi)
+                cand[:, :2] += (x0, y0)
+        if len(cand) == 0:
+            cand = self._run(gray, self.min_side)
+        if len(cand) == 0:
+            return None
+        cand = cand / s
         areas = cand[:, 2] * cand[:, 3]
         if prev is not None and len(cand) > 1:
             big = cand[areas >= 0.5 * areas.max()]
             centres = big[:, :2] + big[:, 2:] / 2
             pc = prev[:2] + prev[2:] / 2
-            choice = big[int(np.argmin(((centres - pc) ** 2).sum(1)))]
-        else:
-            choice = cand[int(np.argmax(areas))]
-        boxes[i] = choice
-        prev = choice
+            return big[int(np.argmin(((centres - pc) ** 2).sum(1)))]
+        return cand[int(np.argmax(areas))]
+
+
+def detect_boxes(frames: np.ndarray, cfg: DetectorConfig = DetectorConfig()) -> np.ndarray:
+    """Every-frame, whole-frame detection (the reference :func:`track_boxes` is checked against).
+    ``frames`` uint8 ``(T, H, W, 3)`` RGB -> float32 ``(T, 4)`` boxes ``(x, y, w, h)`` in frame
+    pixels, ``NaN`` rows where no face was found."""
+    det = _Detector(frames, cfg)
+    boxes = np.full((frames.shape[0], 4), np.nan, dtype=np.float32)
+    prev: np.ndarray | None = None
+    for i in range(frames.shape[0]):
+        box = det.detect(i, prev)
+        if box is not None:
+            boxes[i] = prev = box
+    return boxes
+
+
+def _agree(a: np.ndarray, b: np.ndarray, max_jump: float) -> bool:
+    sa, sb = max(a[2], a[3]), max(b[2], b[3])
+    dist = np.hypot(*((a[:2] + a[2:] / 2) - (b[:2] + b[2:] / 2)))
+    return bool(dist <= max_jump * 0.5 * (sa + sb) and max(sa, sb) <= _SIDE_RATIO * min(sa, sb))
+
+
+def track_boxes(frames: np.ndarray, cfg: DetectorConfig = DetectorConfig(),
+                stats: dict | None = None) -> np.ndarray:
+    """Keyframe detection + interpolation (module doc, step 1). Same contract as
+    :func:`detect_boxes`: ``(T, H, W, 3)`` uint8 -> ``(T, 4)`` float32 boxes, ``NaN`` = no face.
+    Interpolated frames get boxes too (the face is tracked there). ``stats`` (optional) receives
+    ``cascade_runs`` and ``frames_detected``."""
+    t = frames.shape[0]
+    k = cfg.detect_every
+    if k <= 1 or t <= 2:
+        boxes = detect_boxes(frames, cfg)
+        if stats is not None:
+            stats.update(cascade_runs=t, frames_detected=t)
+        return boxes
+    det = _Detector(frames, cfg)
+    boxes = np.full((t, 4), np.nan, dtype=np.float32)
+    keys = list(range(0, t, k)) + ([t - 1] if (t - 1) % k else [])
+    last: np.ndarray | None = None
+    for i in keys:
+        box = det.detect(i, last, window=True)
+        if box is not None:
+            boxes[i] = last = box
+    examined = len(keys)
+    for a, b in zip(keys[:-1], keys[1:]):
+        if b - a < 2:
+            continue
+        ba, bb = boxes[a], boxes[b]
+        if not (np.isnan(ba).any() or np.isnan(bb).any()) and _agree(ba, bb, cfg.max_jump):
+            u = (np.arange(a + 1, b) - a)[:, None] / (b - a)
+            boxes[a + 1:b] = (1 - u) * ba + u * bb
+            continue
+        prev = None if np.isnan(ba).any() else ba  # track lost or jumped: detect every frame
+        for i in range(a + 1, b):
+            box = det.detect(i, prev, window=prev is not None)
+            examined += 1
+            if box is not None:
+                boxes[i] = prev = box
+    if stats is not None:
+        stats.update(cascade_runs=det.calls, frames_detected=examined)
     return boxes
 
 
@@ -248,7 +351,7 @@ def face_track(frames: np.ndarray, path: str | Path = "", fps: float = 25.0,
     cache = FaceCache(cache_dir) if cache_dir and path else None
     boxes = cache.get(path, fps, cfg) if cache else None
     if boxes is None or boxes.shape[0] != frames.shape[0]:
-        boxes = detect_boxes(frames, cfg)
+        boxes = track_boxes(frames, cfg)
         if cache:
             cache.put(path, fps, cfg, boxes)
     return track_from_boxes(boxes, smooth=smooth, path=path)

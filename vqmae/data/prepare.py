@@ -22,6 +22,7 @@ from typing import Any, Literal
 from vqmae.config import setting
 from vqmae.data.adapters import AdapterResult, get_adapter
 from vqmae.data.clips import MIN_CLIP_SECONDS, ClipConfig, clip_config_dict, load_clip
+from vqmae.data.faces import DetectorConfig
 from vqmae.data.folds import FOLDS_NAME, FoldsError, folds_meta, load_or_make_folds, read_folds_meta
 from vqmae.data.manifest import ClipRecord, write_manifest
 from vqmae.data.media import MediaError, probe
@@ -61,6 +62,11 @@ class PrepareConfig:
     """null = the dataset's default; true = Haar face detection; false = face-centred source (centre crop)."""
     face_size: int = 96
     face_margin: float = 0.25
+    face_detect_every: int = setting(5, ge=1, le=50, help="Face detection on every k-th frame, the track "
+                                     "interpolated between agreeing detections and re-detected on every frame "
+                                     "where a detection fails or jumps (1 = every frame, the slow reference).")
+    face_detect_max_side: int = setting(320, ge=64, le=4096, help="Frames are downscaled to at most this "
+                                        "longer side (pixels) before face detection.")
     backend: Literal["auto", "decord", "pyav"] = "auto"
     """Media backend."""
     min_duration: float = setting(MIN_CLIP_SECONDS, ge=0)
@@ -333,8 +339,10 @@ def prepare(cfg: PrepareConfig) -> PrepareResult:
                              "old folds are then not comparable).")
     out.mkdir(parents=True, exist_ok=True)
     detect = _detect(cfg, face_centred)
+    detector = DetectorConfig(detect_every=cfg.face_detect_every, detect_max_side=cfg.face_detect_max_side)
     clip_cfg = ClipConfig(detect_faces=detect, face_size=cfg.face_size, face_margin=cfg.face_margin,
-                          backend=cfg.backend, face_cache_dir=str(out / FACE_CACHE_NAME) if detect else "")
+                          backend=cfg.backend, face_cache_dir=str(out / FACE_CACHE_NAME) if detect else "",
+                          detector=detector)
     opts = {"check": cfg.check, "min_duration": cfg.min_duration, "clip": clip_config_dict(clip_cfg)}
     workers = cfg.workers or min(4, os.cpu_count() or 1)
     log.info("%s: %d clips found under %s (%d skipped, %d unusable names); checking with %d workers",
