@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import html
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,9 +38,15 @@ class Document:
     def code(self, text: str) -> None:
         self.blocks.append(("code", text))
 
-    def markdown(self, text: str) -> None:
-        """Embed a Markdown fragment (headings demoted below the report's own)."""
-        self.blocks.append(("markdown", text))
+    def markdown(self, text: str, base: str | Path | None = None) -> None:
+        """Embed a Markdown fragment (headings demoted below the report's own). Its image links
+        are relative to ``base`` (the folder the fragment was written for): Markdown links are
+        rewritten relative to the report, HTML embeds the images in place."""
+        self.blocks.append(("markdown", (text, Path(base) if base is not None else None)))
+
+    def verdict(self, lines: list[dict[str, Any]], title: str = "Verdict") -> None:
+        """Claims answered plainly: ``{"claim", "answer", "detail"}`` each (first screen of the page)."""
+        self.blocks.append(("verdict", (title, lines)))
 
     # -------------------------------------------------------------------------- render
 
@@ -66,7 +73,14 @@ class Document:
             elif kind == "code":
                 out += ["```", body.rstrip(), "```", ""]
             elif kind == "markdown":
-                out += [_demote_headings(body.rstrip()), ""]
+                text, base = body
+                text = _relink(text, base, base_dir) if base is not None else text
+                out += [_demote_headings(text.rstrip()), ""]
+            elif kind == "verdict":
+                title, lines = body
+                out += [f"## {title}", ""]
+                out += [f"- **{v['claim']}** **{v['answer']}** — {v.get('detail', '')}" for v in lines]
+                out.append("")
         return "\n".join(out).rstrip() + "\n"
 
     def to_html(self) -> str:
@@ -79,7 +93,11 @@ class Document:
             "td:first-child,th:first-child{text-align:left}img{max-width:100%;border:1px solid #eee}"
             "figure{margin:1em 0}figcaption{color:#555;font-size:90%}pre{background:#f7f7f7;"
             "padding:.8em;overflow-x:auto}h1{border-bottom:2px solid #333}"
-            "h2{border-bottom:1px solid #ccc;margin-top:2em}</style></head><body>",
+            "h2{border-bottom:1px solid #ccc;margin-top:2em}#verdict{border:2px solid #333;padding:.2em 1em;"
+            "margin:1em 0}#verdict h2{margin-top:.3em;border:0}#verdict ul{padding-left:1.2em}"
+            "#verdict li{margin:.3em 0}.answer{font-weight:bold;padding:0 .4em;border-radius:3px}"
+            ".yes{background:#d4f4d4}.no{background:#f8d0d0}.nd{background:#f4ecc4}.nr{background:#e4e4e4}"
+            ".detail{color:#555;font-size:90%}</style></head><body>",
             f"<h1>{html.escape(self.title)}</h1>",
         ]
         for kind, body in self.blocks:
@@ -96,13 +114,19 @@ class Document:
                 parts.append("</table>")
             elif kind == "image":
                 path, caption = body
-                data = base64.b64encode(path.read_bytes()).decode()
-                parts.append(f"<figure><img src='data:image/png;base64,{data}' alt='{html.escape(caption)}'>"
-                             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+                parts.append(_figure(path, caption))
             elif kind == "code":
                 parts.append(f"<pre>{html.escape(body)}</pre>")
             elif kind == "markdown":
-                parts.append(markdown_to_html(_demote_headings(body)))
+                text, base = body
+                parts.append(markdown_to_html(_demote_headings(text), base))
+            elif kind == "verdict":
+                title, lines = body
+                items = "".join(
+                    f"<li><b>{html.escape(v['claim'])}</b> <span class='answer {_answer_class(v['answer'])}'>"
+                    f"{html.escape(v['answer'])}</span> <span class='detail'>{_inline(v.get('detail', ''))}"
+                    "</span></li>" for v in lines)
+                parts.append(f"<section id='verdict'><h2>{html.escape(title)}</h2><ul>{items}</ul></section>")
         parts.append("</body></html>")
         return "\n".join(parts)
 
@@ -113,6 +137,32 @@ class Document:
         return md, page
 
 
+_IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)\s]+)\)")
+
+
+def _relink(text: str, base: Path, out_dir: Path) -> str:
+    """Image links relative to ``base`` -> relative to ``out_dir``."""
+    def fix(m: re.Match) -> str:
+        target = m.group(2)
+        if "://" in target or target.startswith(("/", "data:")):
+            return m.group(0)
+        if not (base / target).is_file():  # never a broken link in the report
+            return f"*(image not found: {target})*"
+        return f"![{m.group(1)}]({os.path.relpath(base / target, out_dir)})"
+
+    return _IMAGE.sub(fix, text)
+
+
+def _figure(path: Path, caption: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return (f"<figure><img src='data:image/png;base64,{data}' alt='{html.escape(caption)}'>"
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def _answer_class(answer: str) -> str:
+    return {"yes": "yes", "no": "no", "not run": "nr"}.get(answer, "nd")
+
+
 def _cell(c: Any) -> str:
     if isinstance(c, float):
         return f"{c:.4g}"
@@ -120,8 +170,8 @@ def _cell(c: Any) -> str:
 
 
 def _inline(text: str) -> str:
-    """Escape, then render `code` spans."""
-    escaped = html.escape(text)
+    """Escape, then render `code` spans and **bold**."""
+    escaped = re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", html.escape(text))
     pieces = escaped.split("`")
     return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(pieces))
 
@@ -130,8 +180,9 @@ def _demote_headings(text: str, by: int = 2) -> str:
     return "\n".join(("#" * by + line) if line.startswith("#") else line for line in text.splitlines())
 
 
-def markdown_to_html(text: str) -> str:
-    """The Markdown subset vqmae writes: headings, pipe tables, bullet lists, code fences, paragraphs."""
+def markdown_to_html(text: str, base: Path | None = None) -> str:
+    """The Markdown subset vqmae writes: headings, pipe tables, bullet lists, code fences, paragraphs,
+    images on their own line (embedded from ``base``; without ``base``, or missing, left out)."""
     out: list[str] = []
     lines = text.splitlines()
     i = 0
@@ -158,14 +209,17 @@ def markdown_to_html(text: str) -> str:
                 out.append("<table><tr>" + "".join(f"<th>{_inline(c)}</th>" for c in rows[0]) + "</tr>")
                 out += ["<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>" for r in rows[1:]]
                 out.append("</table>")
-        elif line.lstrip().startswith(("- ", "* ")):
+        elif line.lstrip().startswith(("- ", "* ", "> ")):
             items = []
-            while i < len(lines) and lines[i].lstrip().startswith(("- ", "* ")):
+            while i < len(lines) and lines[i].lstrip().startswith(("- ", "* ", "> ")):
                 items.append(f"<li>{_inline(lines[i].lstrip()[2:])}</li>")
                 i += 1
             out.append("<ul>" + "".join(items) + "</ul>")
         elif line.strip().startswith("!["):
-            i += 1  # images are embedded by the caller
+            m = _IMAGE.match(line.strip())
+            if m and base is not None and (base / m.group(2)).is_file():
+                out.append(_figure(base / m.group(2), m.group(1)))
+            i += 1
         elif line.strip():
             para = []
             while i < len(lines) and lines[i].strip() and not lines[i].startswith(("#", "|", "```")):

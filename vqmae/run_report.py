@@ -1,10 +1,12 @@
 """The run report (``vqmae report``, the last stage of ``vqmae demo``): ``report.md`` and a
 self-contained ``report.html`` built from what the stages left in a run folder (corpus and
 manifest, folds, tokenizer quality and images, the token store summary, pretraining curves and
-reconstructions, fine-tuning results and plots). Sections whose stage has not run are left out."""
+reconstructions, fine-tuning results, curves and plots, the information ladder). A verdict on the
+method's claims comes first. Sections whose stage has not run are left out."""
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -101,8 +103,12 @@ def _tokenizer_section(doc: Document, run: Path) -> None:
         doc.paragraph(f"{q.get('parameters', 0):,} parameters; codebook {q.get('codebook_size')} codes; "
                       f"{q.get('token_shape')} codes per frame at {q.get('frames_per_second')} frames/s.")
         doc.table(header, rows)
-        plots = sorted((tdir / "plots").glob("*.png"))
-        examples = [p for p in plots if p.name.startswith(("spectrogram_", "frames_"))][:1]
+        plots = sorted((tdir / "plots").glob("*.png"), key=lambda p: p.stat().st_mtime)
+        examples = [p for p in plots if p.name.startswith(("spectrogram_", "frames_"))]
+        if examples:
+            doc.paragraph(f"Held-out clips (one per emotion where the manifest has labels) and their "
+                          f"reconstructions by the {modality} tokenizer"
+                          + (" (frequency in kHz, power in dB):" if modality == "audio" else ":"))
         for p in examples + [p for p in plots if p.name in ("codebook_usage.png", "training_curves.png")]:
             doc.image(p, f"{modality}: {p.stem.replace('_', ' ')}")
 
@@ -157,6 +163,8 @@ def _pretrain_section(doc: Document, run: Path) -> None:
         for name in ("reconstruction.png", "sweep.png"):
             if (example / name).is_file():
                 doc.image(example / name, f"pretraining example: {name[:-4]}")
+        doc.paragraph(sweep_note(_maybe_json(example / "reconstruction.json") or {},
+                                 _maybe_json(example / "sweep.json") or [], summary or {}))
 
 
 def _finetune_section(doc: Document, run: Path) -> None:
@@ -165,26 +173,108 @@ def _finetune_section(doc: Document, run: Path) -> None:
     if not md.is_file() and not (fdir / "results.json").is_file():
         return
     doc.heading("Fine-tuning and speaker-independent evaluation")
-    if (fdir / "results.json").is_file():  # rendered again: the current tables (chance levels, ...)
+    results = _maybe_json(fdir / "results.json")
+    if results:  # rendered again: the current tables (chance levels, ...)
         from vqmae.evaluation.results import results_markdown
-        from vqmae.io import read_json
 
-        doc.markdown(results_markdown(read_json(fdir / "results.json")))
-    elif md.is_file():
-        doc.markdown(md.read_text())
+        text = results_markdown(results)
+    else:
+        text = md.read_text()
+    doc.markdown(text, base=fdir)  # image links are relative to finetune/
+    linked = set(re.findall(r"!\[[^\]]*\]\(([^)\s]+)\)", text))
     pngs = sorted(fdir.glob("*.png")) + sorted((fdir / "plots").glob("*.png"))
-    for p in pngs[:12]:
-        doc.image(p, p.stem.replace("_", " "))
+    for p in pngs:
+        if str(p.relative_to(fdir)) not in linked and not p.name.startswith("curves_"):
+            doc.image(p, p.stem.replace("_", " "))
+    _finetune_curves(doc, fdir, (results or {}).get("experiments", {}))
+
+
+def _finetune_curves(doc: Document, fdir: Path, experiments: dict[str, Any]) -> None:
+    """A training-curve PNG per experiment (``finetune/plots/curves_<name>.png``) from its folds'
+    metrics.jsonl: training loss and validation accuracy by epoch."""
+    from vqmae.evaluation.plots import plot_finetune_curves
+
+    names = list(experiments) or sorted(p.name for p in fdir.iterdir() if p.is_dir() and p.name != "plots")
+    made = []
+    for name in names:
+        try:
+            png = plot_finetune_curves(fdir / name, fdir / "plots" / f"curves_{name}.png", f"{name} (per fold)")
+        except (OSError, ValueError, KeyError, TypeError):
+            png = None
+        if png is not None:
+            made.append((name, png))
+    if made:
+        doc.heading("Fine-tuning curves", 3)
+        doc.paragraph("Training loss and validation accuracy per epoch and fold, from each fold's "
+                      "`metrics.jsonl` (the selected epoch is the best validation point). A training "
+                      "loss that does not fall means the model cannot fit; validation at chance with a "
+                      "falling loss means it learnt the training speakers only.")
+        for name, png in made:
+            doc.image(png, f"fine-tuning curves: {name}")
+
+
+def sweep_note(rec: dict[str, Any], sweep: list[dict[str, Any]], summary: dict[str, Any]) -> str:
+    """Why the example's token accuracy differs from the held-out one and may rise with the mask
+    ratio (what reconstruct and the masking code do; see vqmae/mae/reconstruction.py)."""
+    acc = rec.get("masked_token_accuracy", {})
+    val, base = summary.get("val", {}), summary.get("baselines", {})
+    parts = []
+    for m, a in acc.items():
+        if isinstance(a, (int, float)) and isinstance(val.get(f"acc_{m}"), (int, float)):
+            parts.append(f"{m} {100 * a:.1f} % on this clip vs {100 * val[f'acc_{m}']:.1f} % over all held-out clips")
+    text = ("How to read the example: its masked-token accuracy is measured on one window of one clip, "
+            "over only the tokens masked there" + (f" ({'; '.join(parts)})" if parts else "") +
+            ", so it varies with the clip's content (pauses and steady faces give repeated, frequent "
+            "codes that are easy to guess). In the sweep the same random order masks the tokens: a "
+            "higher ratio masks the tokens of a lower ratio plus others, so each point scores a different, "
+            "larger set of this clip's tokens. A model that predicts masked codes mostly from their "
+            "position and overall frequency, not from the visible neighbours, is not hurt by masking "
+            "more; with less context its predictions fall back on those frequencies, so accuracy can "
+            "rise with the ratio towards the per-position baseline")
+    pos = [f"{m} {100 * base[f'pos_freq_acc_{m}']:.1f} %" for m in acc if f"pos_freq_acc_{m}" in base]
+    top = {m: max((r.get(f"acc_{m}") or 0.0) for r in sweep) for m in acc} if sweep else {}
+    if pos:
+        text += f" ({', '.join(pos)})"
+    if top and all(top[m] <= base.get(f"pos_freq_acc_{m}", 1.0) for m in top):
+        text += "; here no point of the sweep beats it, i.e. the model does not yet use the context"
+    return text + ". A rising curve is therefore not evidence of learning; the held-out table is."
+
+
+def _verdict_section(doc: Document, run: Path) -> None:
+    from vqmae.evaluation.verdict import verdict
+
+    results = _maybe_json(run / "finetune" / "results.json")
+    if results:
+        lines = verdict(results)
+    else:
+        lines = [{"claim": c, "answer": "not run", "detail": "no finetune/results.json in this run folder"}
+                 for c in ("above chance?", "audio+visual better than either alone?",
+                           "pretrained better than scratch?")]
+    doc.verdict(lines, "Verdict (held-out speakers, from the fold results)")
+
+
+def _ladder_section(doc: Document, run: Path) -> None:
+    from vqmae.evaluation.ladder import ladder_markdown
+
+    data = _maybe_json(run / "ladder" / "ladder.json")
+    doc.heading("Information ladder")
+    if not data:
+        doc.paragraph(f"Not computed for this run: `vqmae ladder {run}` measures how much emotion "
+                      "information each stage keeps (then rerun `vqmae report`).")
+        return
+    doc.markdown(ladder_markdown(data), base=run / "ladder")
 
 
 def build_report(run_dir: str | Path) -> tuple[Path, Path]:
-    """Write ``report.md`` and ``report.html`` into ``run_dir``; returns their paths."""
+    """Write ``report.md`` and ``report.html`` into ``run_dir``; returns their paths. The verdict
+    comes first; the ladder section shows ``RUN/ladder/ladder.json`` if ``vqmae ladder`` ran."""
     run = Path(run_dir)
     if not run.is_dir():
         raise FileNotFoundError(f"run folder not found: {run}")
     doc = Document(f"vqmae report — {run.name}")
+    _verdict_section(doc, run)
     doc.paragraph(f"Run folder `{run}`. Numbers below are read from the files each stage wrote.")
     for section in (_stages_section, _dataset_section, _tokenizer_section, _store_section,
-                    _pretrain_section, _finetune_section):
+                    _pretrain_section, _finetune_section, _ladder_section):
         section(doc, run)
     return doc.write(run)

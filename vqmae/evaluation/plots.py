@@ -1,5 +1,6 @@
 """Result plots (matplotlib, Agg backend, written atomically as PNG): confusion matrices,
-label-efficiency curves and noise-robustness curves."""
+label-efficiency curves, noise-robustness curves, fine-tuning curves (from each fold's
+``metrics.jsonl``) and the information-ladder bar chart."""
 
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ def _save(fig, path: str | Path) -> Path:
 
 def plot_confusion(cm: np.ndarray | Sequence[Sequence[int]], classes: Sequence[str], path: str | Path,
                    title: str = "") -> Path:
-    """Row-normalised confusion matrix (recall per true class) with the counts written in cells."""
+    """Row-normalised confusion matrix: colour and first number of a cell = share of the true
+    class's clips (row sums to 100 %, the diagonal is each class's recall); the count below it."""
     plt = _plt()
     cm = np.asarray(cm, dtype=np.int64)
     n = cm.shape[0]
@@ -41,14 +43,14 @@ def plot_confusion(cm: np.ndarray | Sequence[Sequence[int]], classes: Sequence[s
     size = max(4.0, 0.6 * n + 2)
     fig, ax = plt.subplots(figsize=(size, size * 0.9))
     im = ax.imshow(norm, vmin=0, vmax=1, cmap="Blues")
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="recall")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of the true class (row-normalised)")
     ax.set_xticks(range(n), names, rotation=45, ha="right")
     ax.set_yticks(range(n), names)
     ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
+    ax.set_ylabel("true (cells: % of row, count)")
     for i in range(n):
         for j in range(n):
-            ax.text(j, i, f"{cm[i, j]}", ha="center", va="center", fontsize=8,
+            ax.text(j, i, f"{100 * norm[i, j]:.0f} %\n({cm[i, j]})", ha="center", va="center", fontsize=7,
                     color="white" if norm[i, j] > 0.5 else "black")
     total = cm.sum()
     acc = np.trace(cm) / total if total else float("nan")
@@ -120,6 +122,73 @@ def plot_noise(rows: Sequence[Mapping[str, Any]], path: str | Path, metric: str 
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.set_title("Noise robustness (audio)")
+    return _save(fig, path)
+
+
+def plot_finetune_curves(exp_dir: str | Path, path: str | Path, title: str = "") -> Path | None:
+    """Per fold (``exp_dir/fold_*/metrics.jsonl``): training loss by epoch (left) and validation
+    WAR / UAR by epoch (right; the selected epoch marked). None when no fold logged metrics."""
+    from vqmae.io import read_jsonl
+
+    folds = sorted(Path(exp_dir).glob("fold_*/metrics.jsonl"))
+    runs = [(f.parent.name, read_jsonl(f)) for f in folds]
+    runs = [(n, rows) for n, rows in runs if rows]
+    if not runs:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    colors = plt.get_cmap("tab10")
+    for k, (name, rows) in enumerate(runs):
+        c = colors(k % 10)
+        train = [r for r in rows if r.get("split") == "train" and "loss" in r]
+        by_epoch: dict[int, list[float]] = {}
+        for r in train:
+            by_epoch.setdefault(int(r.get("epoch", 0)), []).append(float(r["loss"]))
+        if by_epoch:
+            ep = sorted(by_epoch)
+            axes[0].plot([e + 1 for e in ep], [np.mean(by_epoch[e]) for e in ep], "o-", color=c, ms=3,
+                         label=name.replace("_", " "))
+        val = [r for r in rows if r.get("split") == "val"]
+        for key, style in (("war", "o-"), ("uar", "s--")):
+            pts = [(int(r.get("epoch", 0)) + 1, 100 * float(r[key])) for r in val if r.get(key) is not None]
+            if pts:
+                axes[1].plot(*zip(*pts), style, color=c, ms=3, alpha=0.9,
+                             label=f"{name.replace('_', ' ')} {key.upper()}")
+    axes[0].set(xlabel="epoch", ylabel="training loss (mean over steps)", title="training loss")
+    axes[1].set(xlabel="epoch", ylabel="validation speakers (%)", title="validation WAR (o) / UAR (s)")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_ladder(stages: Sequence[str], columns: Mapping[str, Sequence[float | None]], path: str | Path,
+                chance: float | None = None, flagged: Sequence[tuple[str, str]] = ()) -> Path:
+    """Grouped bars: x = stage, one bar per column (modality set); accuracy in %; chance dashed;
+    bars of ``flagged`` (stage, column) pairs hatched (the stage lost more than half of the
+    previous stage's above-chance accuracy)."""
+    plt = _plt()
+    cols = list(columns)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(stages) + 2), 3.8))
+    width = 0.8 / max(1, len(cols))
+    for j, col in enumerate(cols):
+        vals = [np.nan if v is None else 100 * float(v) for v in columns[col]]
+        x = np.arange(len(stages)) + (j - (len(cols) - 1) / 2) * width
+        bars = ax.bar(x, vals, width=width, label=col)
+        for b, st in zip(bars, stages):
+            if (st, col) in flagged:
+                b.set_hatch("//")
+                b.set_edgecolor("red")
+    if chance is not None:
+        ax.axhline(100 * chance, color="grey", ls="--", lw=1, label=f"chance {100 * chance:.1f} %")
+    ax.set_xticks(range(len(stages)), [s.replace(" ", "\n", 1) for s in stages], fontsize=8)
+    ax.set_ylabel("held-out speakers, accuracy (%)")
+    ax.set_title("Information ladder: emotion accuracy of a linear probe at each stage (hatched: lost > half)")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return _save(fig, path)
 
 

@@ -211,7 +211,8 @@ def run_reconstruction(cfg: ReconstructConfig, out_dir: Path) -> dict[str, Any]:
              + ", ".join(f"{m} {r:.0%}" for m, r in result["ratios"].items())
              + "".join(f" | {m} token acc {100 * a:.1f} %" for m, a in rec["acc"].items()))
     plot_reconstruction(out_dir / "reconstruction.png", window, rec, scored["decoded"], frames=cfg.frames,
-                        title=title)
+                        title=title, sample_rate=getattr(tokenizers.get("audio"), "sample_rate", None),
+                        frames_per_second=mae.specs["audio"].fps if "audio" in mae.specs else None)
     if "audio" in tokenizers:
         from vqmae.tokenizers.spectrogram import griffin_lim
 

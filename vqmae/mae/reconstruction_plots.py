@@ -37,7 +37,8 @@ def _db(power: torch.Tensor, ref_max: float, top_db: float = 80.0) -> np.ndarray
 
 
 def plot_reconstruction(path: Path, window: dict[str, Any], rec: dict[str, Any], decoded: dict[str, torch.Tensor],
-                        *, frames: int, title: str) -> Path:
+                        *, frames: int, title: str, sample_rate: float | None = None,
+                        frames_per_second: float | None = None) -> Path:
     """Rows: original / masked (grey = masked patches) / reconstructed (visible codes kept, masked
     ones predicted, decoded by the tokenizer) faces; then the three spectrograms."""
     import matplotlib
@@ -86,13 +87,16 @@ def plot_reconstruction(path: Path, window: dict[str, Any], rec: dict[str, Any],
         for name, img in imgs:
             ax = fig.add_subplot(gs[row, :])
             cmap = plt.get_cmap("magma").with_extremes(bad="#7f7f7f")
-            ax.imshow(img.T, origin="lower", aspect="auto", vmin=vmax - 80, vmax=vmax, cmap=cmap)
-            ax.set_ylabel(name, fontsize=9)
-            ax.set_yticks([])
+            # frequency axis in Hz (bins 0..F-1 span 0..sample_rate/2), time in seconds when known
+            t_end = img.shape[0] / frames_per_second if frames_per_second else img.shape[0]
+            f_end = sample_rate / 2 if sample_rate else img.shape[1]
+            ax.imshow(img.T, origin="lower", aspect="auto", vmin=vmax - 80, vmax=vmax, cmap=cmap,
+                      extent=(0, t_end, 0, f_end))
+            ax.set_ylabel(f"{name}\n{'Hz' if sample_rate else 'frequency bin'}", fontsize=9)
             if row < n_rows - 1:
                 ax.set_xticks([])
             else:
-                ax.set_xlabel("audio frame")
+                ax.set_xlabel("seconds" if frames_per_second else "audio frame")
             row += 1
     fig.suptitle(title, fontsize=10)
     with atomic_path(path) as tmp:

@@ -52,7 +52,7 @@ def plot_spectrograms(path: str | Path, original: torch.Tensor, recon: torch.Ten
     for ax, img, name in ((axes[0], a, "original"), (axes[1], b, "reconstruction")):
         im = ax.imshow(img.T, origin="lower", aspect="auto", extent=extent, vmin=vmin, vmax=vmax,
                        cmap="magma")
-        ax.set_ylabel("kHz")
+        ax.set_ylabel("frequency (kHz)")
         ax.set_title(name)
     axes[1].set_xlabel("seconds")
     fig.colorbar(im, ax=axes, label="dB")

@@ -64,13 +64,33 @@ def measure_quality(model: Tokenizer, frames: FrameSet, max_clips: int = 0,
     return out
 
 
+def example_clips(frames: FrameSet, n: int, labels: dict[str, str | None] | None = None) -> list[int]:
+    """Which held-out clips to draw: the first clip of each emotion (``labels``: clip id -> name),
+    speakers taken in turn, so at least ``n`` clips and one per emotion; without labels the first
+    ``n``; ``n`` = 0: none."""
+    if n <= 0 or not labels:
+        return list(range(min(n, len(frames.clips))))
+    by_speaker: dict[str, list[int]] = {}
+    for i, c in enumerate(frames.clips):
+        by_speaker.setdefault(c.speaker, []).append(i)
+    longest = max(map(len, by_speaker.values()))
+    order = [ids[k] for k in range(longest) for ids in by_speaker.values() if k < len(ids)]
+    chosen: dict[str, int] = {}
+    for i in order:
+        name = labels.get(frames.clips[i].id)
+        if name is not None and name not in chosen:
+            chosen[name] = i
+    rest = [i for i in order if i not in chosen.values()]
+    return (list(chosen.values()) + rest)[:max(n, len(chosen))]
+
+
 def write_examples(model: Tokenizer, frames: FrameSet, out_dir: Path, n: int,
-                   griffin_lim_iters: int) -> list[str]:
-    """PNGs (and WAVs for audio) of the first ``n`` held-out clips."""
+                   griffin_lim_iters: int, labels: dict[str, str | None] | None = None) -> list[str]:
+    """PNGs (and WAVs for audio) of held-out clips: one per emotion (``labels``: clip id -> name)."""
     from vqmae.tokenizers import plots
 
     written = []
-    for i in range(min(n, len(frames.clips))):
+    for i in example_clips(frames, n, labels):
         span = frames.clips[i]
         x = frames.prepared(i)
         y = model.decode(model.encode(x))
@@ -79,15 +99,20 @@ def write_examples(model: Tokenizer, frames: FrameSet, out_dir: Path, n: int,
             cfg = model.config
             p = plots.plot_spectrograms(out_dir / "plots" / f"spectrogram_{safe}.png", x, y,
                                         frames_per_second=model.frames_per_second,
-                                        sample_rate=cfg.sample_rate, title=span.id,
+                                        sample_rate=cfg.sample_rate, title=_titled(span, labels),
                                         lsd_db=log_spectral_distance(x, y))
             written.append(str(p))
             written += _write_wavs(out_dir / "examples", safe, x, y, span.wave, cfg, griffin_lim_iters)
         else:
             p = plots.plot_frame_grid(out_dir / "plots" / f"frames_{safe}.png", x, y,
-                                      title=f"{span.id}  PSNR {psnr(x, y):.2f} dB, SSIM {ssim(x, y):.3f}")
+                                      title=f"{_titled(span, labels)}  PSNR {psnr(x, y):.2f} dB, SSIM {ssim(x, y):.3f}")
             written.append(str(p))
     return written
+
+
+def _titled(span, labels: dict[str, str | None] | None) -> str:
+    name = (labels or {}).get(span.id)
+    return f"{span.id} ({name}, speaker {span.speaker})" if name else span.id
 
 
 def _write_wavs(folder: Path, name: str, x: torch.Tensor, y: torch.Tensor, wave, cfg, iters: int) -> list[str]:
@@ -226,7 +251,10 @@ def finish(cfg, model: Tokenizer, train_frames: FrameSet, val_frames: FrameSet,
     if (out / "metrics.jsonl").is_file():
         plots.plot_training_curves(out / "plots" / "training_curves.png", read_jsonl(out / "metrics.jsonl"),
                                    title=f"{cfg.modality} tokenizer ({cfg.preset})")
-    write_examples(model, val_frames, out, cfg.examples, cfg.griffin_lim_iters)
+    from vqmae.data.manifest import read_manifest
+
+    labels = {r.id: r.label_name for r in read_manifest(cfg.manifest).records}
+    write_examples(model, val_frames, out, cfg.examples, cfg.griffin_lim_iters, labels)
     return quality
 
 
