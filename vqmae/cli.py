@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("vqmae.pipelines.demo", "the main job: every stage end to end on the embedded corpus"),
     "run": ("vqmae.pipelines.demo", "the same pipeline on a real dataset: vqmae run --config configs/X.yaml"),
     "report": ("vqmae.pipelines.report", "rebuild report.html / report.md of a run folder"),
+    "ladder": ("vqmae.pipelines.ladder", "how much emotion information each stage of a run folder keeps (linear probes)"),
     "push": ("vqmae.pipelines.push", "upload a model folder to the Hugging Face Hub (load it back by its id)"),
 }
 
