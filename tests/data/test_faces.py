@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from support.media import face_frames, face_photo, plain_frames, tone, write_media
 
+from vqmae.config import ConfigError, parse_config
 from vqmae.data.clips import ClipConfig, load_aligned_clip
 from vqmae.data.faces import (
     DetectorConfig,
@@ -16,9 +17,11 @@ from vqmae.data.faces import (
     crop_track,
     detect_boxes,
     face_track,
+    track_boxes,
     track_from_boxes,
 )
 from vqmae.data.media import MediaError
+from vqmae.data.prepare import PrepareConfig
 
 FACE = 64  # face patch side in the composed videos
 
@@ -160,3 +163,71 @@ def test_face_cache_runs_detection_once(tmp_path, monkeypatch):
     with open(path, "ab") as f:
         f.write(b"\0")
     assert cache.key(path, 25.0, DetectorConfig()) != old
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of ``(T, 4)`` x, y, w, h boxes."""
+    lo, hi = np.maximum(a[:, :2], b[:, :2]), np.minimum(a[:, :2] + a[:, 2:], b[:, :2] + b[:, 2:])
+    inter = np.prod(np.clip(hi - lo, 0, None), axis=1)
+    return inter / (np.prod(a[:, 2:], 1) + np.prod(b[:, 2:], 1) - inter)
+
+
+def _square(track) -> np.ndarray:
+    return np.concatenate([track.centers - track.sides[:, None] / 2, np.repeat(track.sides[:, None], 2, 1)], 1)
+
+
+def test_keyframe_tracking_matches_every_frame_detection():
+    """A face swaying and nodding in a 320x180 frame: detection on every 5th frame + interpolation
+    gives the every-frame track (IoU >= 0.9) with under a third of the cascade runs."""
+    frames, centres = face_frames(60, width=320, height=180, face_size=80,
+                                  path=lambda u: (160 + 50 * np.sin(5 * u), 90 + 15 * np.sin(9 * u)))
+    ref = detect_boxes(frames, DetectorConfig(detect_every=1))
+    stats = {}
+    new = track_boxes(frames, DetectorConfig(detect_every=5), stats=stats)
+    assert not np.isnan(new).any() and stats["cascade_runs"] <= 20
+    raw = _iou(ref, new)
+    assert raw.mean() >= 0.9 and raw.min() >= 0.7, raw.round(2)
+    tr_ref = track_from_boxes(ref)
+    tr_new = track_from_boxes(new)
+    assert _iou(_square(tr_ref), _square(tr_new)).mean() >= 0.9
+    assert np.hypot(*(tr_new.centers - centres).T).max() < 0.1 * 80
+    # detect_every=1 is the every-frame reference itself
+    assert np.array_equal(track_boxes(frames, DetectorConfig(detect_every=1)), ref, equal_nan=True)
+
+
+def test_lost_then_found_and_jumping_faces_are_redetected():
+    """The face leaves for frames 12-18 (keyframe 15 misses: every frame around it is detected, so
+    it is found again at 19, not only at keyframe 20), then jumps across the frame at 32 (keyframes
+    30 and 35 disagree: frames 31-34 are detected, not interpolated between the two places)."""
+    def path(u: float) -> tuple[float, float]:
+        i = round(u * 49)
+        return (70 + i, 80) if i < 32 else (230 + i, 90)
+
+    hidden = list(range(12, 19))
+    frames, centres = face_frames(50, width=360, height=180, face_size=72, hidden=hidden, path=path)
+    ref = detect_boxes(frames, DetectorConfig(detect_every=1))
+    boxes = track_boxes(frames, DetectorConfig(detect_every=5))
+    assert np.isnan(boxes[hidden]).all()  # no face invented while it is away
+    ok = ~np.isnan(ref).any(axis=1)
+    seen = [i for i in range(50) if i not in hidden]
+    need = sorted({i for i in seen if ok[i]} | {11, 19})  # where every-frame finds it; around the loss
+    found = ~np.isnan(boxes[need]).any(axis=1)
+    assert found.all(), [need[j] for j in np.flatnonzero(~found)]
+    assert (~np.isnan(boxes[seen]).any(axis=1)).mean() >= ok[seen].mean()
+    centre = boxes[:, :2] + boxes[:, 2:] / 2
+    err = np.hypot(*(centre[need] - centres[need]).T)
+    assert err.max() < 0.15 * 72, err.round(1)  # 31-34 on the face, not between its two places
+    both = ok & ~np.isnan(boxes).any(axis=1)
+    assert _iou(ref[both], boxes[both]).mean() >= 0.9
+    track = face_track(frames, cfg=DetectorConfig(detect_every=5))
+    assert not track.detected[hidden].any() and track.detected[need].all()
+
+
+def test_detector_settings_are_range_checked():
+    with pytest.raises(ConfigError, match="detect_every"):
+        DetectorConfig(detect_every=0)
+    with pytest.raises(ConfigError, match="detect_max_side"):
+        DetectorConfig(**{"detect_max_side": 10})  # as read back from a dataset.json
+    with pytest.raises(ConfigError, match="face_detect_every"):
+        parse_config(PrepareConfig, ["--face-detect-every", "0"])
+    assert parse_config(PrepareConfig, ["--face-detect-every", "1"]).face_detect_every == 1
