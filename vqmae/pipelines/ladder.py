@@ -5,7 +5,7 @@ names the token store): a speaker-grouped linear probe on media features, tokeni
 code histograms, an untrained and the frozen pretrained encoder, next to the fine-tuned models'
 held-out accuracy; writes ``RUN/ladder/ladder.{json,md,png}`` (shown by ``vqmae report``).
 
-Settings: ``--no-decodings`` (skip decoding every clip), ``--max-clips N`` (a random subset),
+Its settings: ``--no-decodings`` (skip decoding every clip), ``--max-clips N`` (a random subset),
 ``--out DIR``, ``--seed N``. The job is :mod:`vqmae.evaluation.ladder`.
 """
 
