@@ -131,7 +131,7 @@ _MODEL_PRESETS: dict[str, dict[str, Any]] = {
                  generator=dict(face_size=32, base_channels=16, levels=3, max_channels=64,
                                 audio_code=32, audio_window=1),
                  pretext=dict(hidden=64)),
-    # the demo corpus on 2 CPU cores (minutes)
+    # 48 px: ~4.6 s per step of 8 x 12 frames on one CPU thread (see presets/vssl.yaml)
     "demo": dict(encoder=dict(n_mels=64, channels=96, conv_layers=2, dim=96),
                  generator=dict(face_size=48, base_channels=24, levels=3, max_channels=128,
                                 audio_code=48, audio_window=2),
