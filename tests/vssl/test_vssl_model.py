@@ -235,3 +235,17 @@ def test_animate_renders_every_frame_whatever_the_chunk(one_thread):
     assert np.abs(a.astype(int) - b.astype(int)).max() <= 1  # same frames (float rounding aside)
     with pytest.raises(ValueError, match="no face generator"):
         animate(VSSLModel(vssl_model_preset("tiny", task="audio")), face, wave)
+
+
+def test_linear_probe_reports_uar_ccc_and_noise(one_thread):
+    from vqmae.vssl.probe import probe
+
+    enc = AudioEncoder(vssl_model_preset("tiny").encoder)
+    rng = np.random.default_rng(0)
+    labels = np.array([0, 1] * 8)
+    # class 1 is louder: a probe on any log-mel encoder separates it
+    waves = [rng.standard_normal(5 * SPF).astype(np.float32) * (0.5 if y else 0.05) for y in labels]
+    groups = np.repeat(np.arange(4), 4)
+    res = probe(enc, waves, labels, groups, arousal=labels * 1.0, snrs=(0.0,), folds=4)
+    assert set(res) == {"uar", "uar_0dB", "ccc_arousal"}
+    assert res["uar"]["mean"] == 1.0 and res["ccc_arousal"]["mean"] > 0.5
