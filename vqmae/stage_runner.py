@@ -82,12 +82,12 @@ class PipelineConfig:
     protocol: str = "kfold"
     """Fold protocol (vqmae prepare): kfold | loso | ravdess6 | cremad5."""
     folds: int = 0
-    """k of k-fold (0 = 4)."""
+    """k of k-fold (0 = 5: the demo's 30 speakers give 18 training / 6 validation / 6 test per fold)."""
     tokenizer_preset: str = "demo"
     mae_preset: str = "demo"
     finetune_preset: str = "demo"
     modalities: list[str] = field(default_factory=lambda: ["audio", "visual", "av"])
-    experiments: list[str] = field(default_factory=lambda: ["finetune", "scratch", "logreg"])
+    experiments: list[str] = field(default_factory=lambda: ["codes", "logreg", "finetune"])
     audio_tokenizer: str = ""
     """Use this trained audio tokenizer folder instead of training one (e.g. from VoxCeleb2)."""
     visual_tokenizer: str = ""
@@ -125,7 +125,7 @@ def stage_commands(cfg: PipelineConfig, run: Path) -> dict[str, list[str]]:
         if cfg.synth_speakers:
             cmds["synth"] += ["--speakers", str(cfg.synth_speakers)]
     cmds["prepare"] = ["--dataset", dataset, "--root", root, "--out", str(d["prepare"]),
-                       "--protocol", cfg.protocol, "--k", str(cfg.folds or 4), "--seed", str(cfg.seed),
+                       "--protocol", cfg.protocol, "--k", str(cfg.folds or 5), "--seed", str(cfg.seed),
                        f"detect_faces={str(detect).lower()}"]
     for modality in ("audio", "visual"):
         cmds[f"tokenizer_{modality}"] = [

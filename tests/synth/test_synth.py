@@ -64,11 +64,11 @@ def test_timeline_whole_frames_within_bounds():
 
 
 def test_demo_plan_is_balanced(demo_specs):
-    assert len(demo_specs) == 12 * 6 * 2 * 2
+    assert len(demo_specs) == 30 * 6 * 2 * 2
     assert len({s.id for s in demo_specs}) == len(demo_specs)
     for e in EMOTIONS:
-        assert sum(s.emotion == e for s in demo_specs) == 48
-    assert {s.speaker for s in demo_specs} == {f"spk{i:02d}" for i in range(1, 13)}
+        assert sum(s.emotion == e for s in demo_specs) == 120
+    assert {s.speaker for s in demo_specs} == {f"spk{i:02d}" for i in range(1, 31)}
     neutral = [s for s in demo_specs if s.emotion == "neutral"]
     assert {s.intensity for s in neutral} == {"normal"} and {s.repetition for s in neutral} == {1, 2}
 

@@ -14,6 +14,7 @@ import numpy as np
 from torch import nn
 
 from vqmae.data.token_store import TokenStore
+from vqmae.evaluation.codes_probe import codes_fold
 from vqmae.evaluation.fold_training import train_fold
 from vqmae.evaluation.logreg_probe import logreg_fold
 from vqmae.evaluation.protocol import ProtocolConfig
@@ -29,12 +30,13 @@ from vqmae.training import barrier, is_main_process, seed_everything
 class Experiment:
     """One row of the results table: how to build a fresh model per fold, and how to train it.
 
-    ``kind``: ``"train"`` (fine-tune all weights), ``"probe"`` (frozen encoder, trained head) or
-    ``"logreg"`` (scikit-learn on frozen pooled features)."""
+    ``kind``: ``"train"`` (fine-tune all weights), ``"probe"`` (frozen encoder, trained head),
+    ``"logreg"`` (scikit-learn on frozen pooled features) or ``"codes"`` (scikit-learn on tokenizer
+    codebook statistics, :mod:`vqmae.evaluation.codes_probe`; ``build`` returns a ``CodesModel``)."""
 
     name: str
     build: Callable[[], nn.Module]
-    kind: Literal["train", "probe", "logreg"] = "train"
+    kind: Literal["train", "probe", "logreg", "codes"] = "train"
     description: str = ""
     modalities: tuple[str, ...] = ()
     fraction: float = 1.0
@@ -72,8 +74,9 @@ def run_experiment(exp: Experiment, store: TokenStore, folds: Sequence[Any], tas
                  len(fold.train), len(fold.val), len(fold.test))
         seed_everything(cfg.train.seed * 1000 + fold.index)  # the same initial head for every run of a fold
         model = exp.build()
-        if exp.kind == "logreg":
-            result = logreg_fold(model, store, fold, task, cfg, fold_dir, exp.fraction, num_folds=len(folds))
+        if exp.kind in ("logreg", "codes"):
+            probe = codes_fold if exp.kind == "codes" else logreg_fold
+            result = probe(model, store, fold, task, cfg, fold_dir, exp.fraction, num_folds=len(folds))
             model = None
         else:
             model, result = train_fold(model, store, fold, task, cfg, fold_dir, exp.fraction,
@@ -103,6 +106,7 @@ def run_experiment(exp: Experiment, store: TokenStore, folds: Sequence[Any], tas
         "name": exp.name, "kind": exp.kind, "description": exp.description,
         "modalities": list(exp.modalities), "label_fraction": exp.fraction,
         "folds": results, "summary": summarize(r["test"] for r in results),
+        "summary_train": summarize(r["train"] for r in results if r.get("train")),
         "confusion": cm.tolist() if cm is not None else None,
         "warnings": [w for r in results for w in r.get("warnings", [])],
     }

@@ -3,9 +3,10 @@ fold, then label efficiency and noise robustness if asked; results in ``OUT/resu
 
 Experiments: ``finetune`` (the pretrained encoder, all weights trained), ``scratch`` (the same
 architecture from random init), ``probe`` (pretrained encoder frozen, head trained), ``logreg``
-(scikit-learn logistic regression on frozen mean-pooled features). ``init=none``: no pretrained
-model; the architecture comes from ``arch`` (an MAE preset fitted to the store) and only
-``scratch`` runs.
+(scikit-learn logistic regression on frozen mean-pooled features), ``codes`` (a linear probe on
+tokenizer codebook statistics, no encoder: :mod:`vqmae.evaluation.codes_probe`). ``init=none``:
+no pretrained model; the architecture comes from ``arch`` (an MAE preset fitted to the store) and only
+``scratch`` and ``codes`` run.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any, Literal
 from vqmae.config import config_to_dict, save_config, setting
 from vqmae.data.token_store import StoreError, TokenStore
 from vqmae.errors import UserError
+from vqmae.evaluation.codes_probe import build_codes_model
 from vqmae.evaluation.experiments import Experiment, run_experiment
 from vqmae.evaluation.model_builders import Builders, model_info
 from vqmae.evaluation.protocol import ProtocolConfig
@@ -37,10 +39,11 @@ DESCRIPTIONS = {
     "scratch": "same architecture, random init (supervised from scratch)",
     "probe": "pretrained encoder frozen, attention head trained",
     "logreg": "logistic regression on frozen mean-pooled features",
+    "codes": "linear probe on tokenizer codebook statistics",
 }
 EXPERIMENTS = tuple(DESCRIPTIONS)
 ModalitySet = Literal["audio", "visual", "av"]
-ExperimentName = Literal["finetune", "scratch", "probe", "logreg"]
+ExperimentName = Literal["finetune", "scratch", "probe", "logreg", "codes"]
 
 
 @dataclass
@@ -139,25 +142,33 @@ def modality_set(name: str, store: TokenStore) -> tuple[str, ...]:
 def make_experiments(cfg: FinetuneConfig, builders: Builders, store: TokenStore, task: Task,
                      fraction: float = 1.0, names: list[str] | None = None,
                      modality_names: list[str] | None = None) -> list[Experiment]:
-    """The experiments × modality sets to run (``init=none``: ``scratch`` only)."""
+    """The experiments × modality sets to run (``init=none``: ``scratch`` and ``codes`` only)."""
     info = model_info(store, task, cfg.init if builders.pretrained else "none", builders.window_seconds)
     wanted = list(names or cfg.experiments)
     if not builders.pretrained:
-        if [e for e in wanted if e != "scratch"]:
-            log.info("init=none: running 'scratch' only (no pretrained encoder for %s)",
-                     ", ".join(e for e in wanted if e != "scratch"))
-        wanted = ["scratch"]
+        dropped = [e for e in wanted if e not in ("scratch", "codes")]
+        if dropped:
+            log.info("init=none: running 'scratch' and 'codes' only (no pretrained encoder for %s)",
+                     ", ".join(dropped))
+        wanted = [e for e in wanted if e in ("scratch", "codes")] or ["scratch"]
     key_cfg = {k: v for k, v in config_to_dict(cfg).items() if k in ProtocolConfig.__dataclass_fields__}
-    logreg_key = {k: key_cfg[k] for k in ("task", "window_seconds", "eval_stride_seconds")}
+    logreg_key = {k: key_cfg[k] for k in ("task", "window_seconds", "eval_stride_seconds", "speaker_norm")}
     exps = []
     for mname in modality_names or cfg.modalities:
         mods = modality_set(mname, store)
         for e in dict.fromkeys(wanted):
+            if e == "codes":  # no encoder: tokenizer codebook statistics
+                key = {"experiment": e, "modalities": list(mods), "fraction": fraction, "store": str(store.root),
+                       "protocol": {k: key_cfg[k] for k in ("task", "speaker_norm", "select_metric")},
+                       "seed": cfg.train.seed}
+                exps.append(Experiment(f"codes-{mname}", lambda mods=mods: build_codes_model(store, mods),
+                                       "codes", DESCRIPTIONS[e], mods, fraction, info, key))
+                continue
             build = builders(mods, pretrained=e != "scratch", head="mean" if e == "logreg" else None)
             key = {"experiment": e, "modalities": list(mods), "init": cfg.init if e != "scratch" else "none",
                    "arch": config_to_dict(builders.mae_cfg), "fraction": fraction, "store": str(store.root),
                    "protocol": key_cfg if e != "logreg" else logreg_key}
-            exps.append(Experiment(f"{e}-{mname}", build, "train" if e in ("finetune", "scratch") else e,
+            exps.append(Experiment(f"{e}-{mname}", build, "train" if e in ("finetune", "scratch") else e,  # type: ignore[arg-type]
                                    DESCRIPTIONS[e], mods, fraction, info, key))
     return exps
 

@@ -123,6 +123,10 @@ def train_fold(model: nn.Module, store: TokenStore, fold: Any, task: Task, cfg: 
                   eval_fn=eval_fn if has_val else None)
         model = res.model
         t_train = time.perf_counter() - t0
+        # ---- how well the selected model fits its own training speakers (every window, as test)
+        train_eval = TokenDataset(store, ids["train"], window, "all", mods,
+                                  stride_seconds=cfg.eval_stride_seconds or None)
+        train_metrics = score(predict_clips(model, train_eval, task, cfg.eval_batch_size), task)[0]
         # ---- the test split, scored once with the selected model
         pred = predict_clips(model, ds["test"], task, cfg.eval_batch_size)
         test, cm = score(pred, task)
@@ -134,8 +138,9 @@ def train_fold(model: nn.Module, store: TokenStore, fold: Any, task: Task, cfg: 
                 missing[m] = score(predict_clips(model, ds["test"], task, cfg.eval_batch_size,
                                                  modalities=(m,)), task)[0]
         best = "–" if res.best_epoch is None else res.best_epoch + 1  # 1-based, as fit logs epochs
-        run.info("%s: best epoch %s (val %s = %.4g), test %s", fold_title(fold, num_folds), best,
-                 select, printable(select, res.best_metrics.get(select, float("nan"))), format_metrics(test))
+        run.info("%s: best epoch %s (val %s = %.4g), train %s; test %s", fold_title(fold, num_folds), best,
+                 select, printable(select, res.best_metrics.get(select, float("nan"))),
+                 format_metrics(train_metrics), format_metrics(test))
     finally:
         run.close()
         if not cfg.keep_checkpoints:
@@ -151,6 +156,7 @@ def train_fold(model: nn.Module, store: TokenStore, fold: Any, task: Task, cfg: 
         "selected_by": f"val {select}" if has_val else "last epoch (no validation speakers)",
         "best_epoch": res.best_epoch if has_val else res.epochs_done - 1,
         "epochs": res.epochs_done, "steps": res.steps,
+        "train": train_metrics,
         "val": {k: v for k, v in res.best_metrics.items() if k not in ("step", "epoch", "split")},
         "test": test,
         "confusion": cm.tolist() if cm is not None else None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,51 +57,68 @@ LOGREG_C = (0.001, 0.01, 0.1, 1.0)
 RIDGE_ALPHA = (0.1, 1.0, 10.0, 100.0, 1000.0)
 
 
-def logreg_fold(model: nn.Module, store: TokenStore, fold: Any, task: Task, cfg: ProtocolConfig,
-                out_dir: str | Path, fraction: float = 1.0, num_folds: int | None = None) -> dict[str, Any]:
-    """Linear-probe baseline: scikit-learn logistic regression (ridge for continuous targets) on
-    frozen clip features (windows pooled by ``model``'s head, averaged per clip). The
-    regularisation strength is chosen on the validation speakers; the test split is scored once."""
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression, Ridge
+def speaker_standardize(x: np.ndarray, speakers: Sequence[str]) -> np.ndarray:
+    """Z-score the rows of ``x (N, F)`` per speaker with that speaker's own rows (mean and std
+    over all of its clips in the split; no labels used) → ``(N, F)`` float64. A common SER
+    practice: it removes per-speaker offsets (base pitch, resting expression) that a model would
+    otherwise have to learn around; at test time it uses the test speaker's unlabelled clips."""
+    x = np.asarray(x, dtype=np.float64)
+    out = np.empty_like(x)
+    spk = np.asarray([str(s) for s in speakers])
+    for s in np.unique(spk):
+        m = spk == s
+        out[m] = (x[m] - x[m].mean(0)) / (x[m].std(0) + 1e-6)
+    return out
+
+
+def standardize_splits(X: dict[str, np.ndarray], order: dict[str, np.ndarray], store: TokenStore,
+                       speaker_norm: bool) -> dict[str, np.ndarray]:
+    """Features per split → standardised features: per speaker (:func:`speaker_standardize`) and
+    then one scaler fitted on the training split (always; speaker z-scores are already near it)."""
     from sklearn.preprocessing import StandardScaler
 
-    t0 = time.perf_counter()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    ids = fold_clips(store, fold, task)
-    ids["train"] = subsample(store, ids["train"], fraction, cfg.train.seed + fold.index, task)
-    notes = fold_warnings(store, fold, ids)
-    for w in notes:
-        log.warning("%s", w)
-    mods = tuple(model.modalities)
-    window = model_window_seconds(model, cfg.window_seconds)
-    stride = cfg.eval_stride_seconds or None
-    X, order = {}, {}
-    for s in ("train", "val", "test"):
-        if ids[s]:
-            c, x = clip_features(model, TokenDataset(store, ids[s], window, "all", mods, stride_seconds=stride),
-                                 cfg.eval_batch_size)
-            order[s], X[s] = c, x
+    if speaker_norm:
+        X = {s: speaker_standardize(x, [store.clips[int(i)].speaker for i in order[s]]) for s, x in X.items()}
     scaler = StandardScaler().fit(X["train"])
-    Z = {s: scaler.transform(x) for s, x in X.items()}
+    return {s: scaler.transform(x) for s, x in X.items()}
+
+
+def clip_arrays(store: TokenStore) -> tuple[np.ndarray, np.ndarray]:
+    """``(labels (N,) with -1 = none, targets (N, 2) with NaN = none)`` of every store clip."""
     labels = np.array([-1 if c.label is None else c.label for c in store.clips])
     targets = np.array([[float(c.targets.get(t, np.nan)) if finite(c.targets.get(t)) else np.nan
                          for t in TARGET_NAMES] for c in store.clips])
+    return labels, targets
+
+
+def fit_linear(Z: dict[str, np.ndarray], order: dict[str, np.ndarray], store: TokenStore, task: Task,
+               cfg: ProtocolConfig, c_grid: Sequence[float] = LOGREG_C, pca: int = 0
+               ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, Any]]:
+    """Logistic regression (classes) and ridge per target on standardised features ``Z[split]
+    (N_split, F)`` of the clips ``order[split]``; the strengths are chosen on the ``val`` split
+    (validation speakers) only. ``pca`` > 0: principal components (fitted on train) first.
+    Returns ``({split: {"probs": (N, C), "values": (N, T)}} for train/val/test, chosen)``."""
+    from sklearn.decomposition import PCA
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression, Ridge
+
+    if pca and min(Z["train"].shape) > pca:
+        proj = PCA(n_components=min(pca, len(Z["train"]) // 2), svd_solver="full").fit(Z["train"])
+        Z = {s: proj.transform(z) for s, z in Z.items()}
+    labels, targets = clip_arrays(store)
     C, T = task.num_classes, task.num_targets
     select = task.selection_key(cfg.select_metric)
-    splits = [s for s in ("val", "test") if s in Z]
+    splits = [s for s in ("train", "val", "test") if s in Z]
     out: dict[str, dict[str, np.ndarray]] = {s: {} for s in splits}
     chosen: dict[str, Any] = {}
-    val_metrics: dict[str, float] = {}
     if C:  # logistic regression: C picked by the validation UAR (ties: lower cross-entropy)
         y = labels[order["train"]]
         keep = y >= 0
         best = None
-        for c in LOGREG_C:
+        for c in c_grid:
             with warnings.catch_warnings():  # weakly regularised fits of separable data stop early
                 warnings.simplefilter("ignore", ConvergenceWarning)
-                clf = LogisticRegression(C=c, max_iter=300).fit(Z["train"][keep], y[keep])
+                clf = LogisticRegression(C=c, max_iter=500).fit(Z["train"][keep], y[keep])
             probs = {}
             for s in splits:
                 probs[s] = np.zeros((len(order[s]), C))
@@ -111,7 +129,7 @@ def logreg_fold(model: nn.Module, store: TokenStore, fold: Any, task: Task, cfg:
                              Task("classify", task.classes, []))
                 value = m["selection" if select in ("selection", "ccc") else select]
             else:
-                value = -abs(c - 1.0)  # no validation speakers: C = 1
+                value = -abs(np.log10(c))  # no validation speakers: C = 1
             if best is None or value > best[0]:
                 best = (value, c, probs)
         chosen["C"] = best[1]
@@ -134,28 +152,74 @@ def logreg_fold(model: nn.Module, store: TokenStore, fold: Any, task: Task, cfg:
             chosen[f"alpha_{task.target_names[d]}"] = best[1]
             for s in splits:
                 out[s]["values"][:, d] = best[2][s]
+    return out, chosen
+
+
+def linear_fold_result(store: TokenStore, fold: Any, task: Task, ids: dict[str, list[int]],
+                       order: dict[str, np.ndarray], out: dict[str, dict[str, np.ndarray]],
+                       chosen: dict[str, Any], grid: dict[str, Any], out_dir: Path, fraction: float,
+                       notes: list[str], t0: float, what: str, num_folds: int | None) -> dict[str, Any]:
+    """The fold result of a scikit-learn probe (the same keys as a trained fold's), with train,
+    validation and test metrics; writes ``out_dir/predictions.jsonl`` (test clips)."""
+    labels, targets = clip_arrays(store)
 
     def predictions(split: str) -> ClipPredictions:
         idx = order[split]
         return ClipPredictions(idx, out[split].get("probs"), out[split].get("values"), labels[idx],
                                targets[idx], np.ones(len(idx), dtype=np.int64))
 
-    grid = {"C": list(LOGREG_C) if C else [], "alpha": list(RIDGE_ALPHA) if T else []}
-    if "val" in Z:
-        val_metrics = score(predictions("val"), task)[0]
+    val_metrics = score(predictions("val"), task)[0] if "val" in out else {}
+    train_metrics = score(predictions("train"), task)[0]
     pred = predictions("test")
     test, cm = score(pred, task)
     if is_main_process():
         write_jsonl(out_dir / "predictions.jsonl", prediction_rows(store, pred, task))
-    log.info("%s (logistic regression, %s): test %s", fold_title(fold, num_folds), chosen, format_metrics(test))
+    log.info("%s (%s, %s): train %s; test %s", fold_title(fold, num_folds), what, chosen,
+             format_metrics(train_metrics), format_metrics(test))
     return {
         "fold": fold.index,
         "train_speakers": speakers_of(store, ids["train"]), "val_speakers": speakers_of(store, ids["val"]),
         "test_speakers": speakers_of(store, ids["test"]),
         "n_train": len(ids["train"]), "n_val": len(ids["val"]), "n_test": len(ids["test"]),
         "label_fraction": fraction, "selected_by": f"validation speakers, over {grid}",
-        "best_epoch": None, "chosen": chosen, "val": val_metrics, "test": test,
+        "best_epoch": None, "chosen": chosen, "train": train_metrics, "val": val_metrics, "test": test,
         "confusion": cm.tolist() if cm is not None else None, "seconds": time.perf_counter() - t0,
         "warnings": notes,
     }
 
+
+def fold_ids(store: TokenStore, fold: Any, task: Task, cfg: ProtocolConfig, fraction: float
+             ) -> tuple[dict[str, list[int]], list[str]]:
+    """Clip ids per split (training labels subsampled to ``fraction``) and the fold's warnings."""
+    ids = fold_clips(store, fold, task)
+    ids["train"] = subsample(store, ids["train"], fraction, cfg.train.seed + fold.index, task)
+    notes = fold_warnings(store, fold, ids)
+    for w in notes:
+        log.warning("%s", w)
+    return ids, notes
+
+
+def logreg_fold(model: nn.Module, store: TokenStore, fold: Any, task: Task, cfg: ProtocolConfig,
+                out_dir: str | Path, fraction: float = 1.0, num_folds: int | None = None) -> dict[str, Any]:
+    """Linear-probe baseline: scikit-learn logistic regression (ridge for continuous targets) on
+    frozen clip features (windows pooled by ``model``'s head, averaged per clip), standardised per
+    speaker if ``cfg.speaker_norm``. The regularisation strength is chosen on the validation
+    speakers; the test split is scored once."""
+    t0 = time.perf_counter()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ids, notes = fold_ids(store, fold, task, cfg, fraction)
+    mods = tuple(model.modalities)
+    window = model_window_seconds(model, cfg.window_seconds)
+    stride = cfg.eval_stride_seconds or None
+    X, order = {}, {}
+    for s in ("train", "val", "test"):
+        if ids[s]:
+            c, x = clip_features(model, TokenDataset(store, ids[s], window, "all", mods, stride_seconds=stride),
+                                 cfg.eval_batch_size)
+            order[s], X[s] = c, x
+    Z = standardize_splits(X, order, store, cfg.speaker_norm)
+    out, chosen = fit_linear(Z, order, store, task, cfg)
+    grid = {"C": list(LOGREG_C) if task.num_classes else [], "alpha": list(RIDGE_ALPHA) if task.num_targets else []}
+    return linear_fold_result(store, fold, task, ids, order, out, chosen, grid, out_dir, fraction, notes, t0,
+                              "logistic regression", num_folds)

@@ -83,6 +83,10 @@ class ProtocolConfig:
         "Repeat a small training set (label-efficiency runs) to at least this many batches per epoch."))
     eval_missing_modality: bool = True
     """Also test two-modality models with only audio and only visual given."""
+    speaker_norm: bool = True
+    """logreg / codes probes: standardise each speaker's clip features with that speaker's own
+    clips (mean and std over its clips in the split; no labels). Transductive at test time: a test
+    speaker's statistics come from its unlabelled test clips. False: one scaler fitted on train."""
     keep_checkpoints: bool = False
     """Keep the resumable training state of each fold (the fine-tuned model is always saved)."""
     train: TrainConfig = field(default_factory=finetune_train_config)

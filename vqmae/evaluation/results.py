@@ -126,6 +126,7 @@ def results_markdown(results: Mapping[str, Any]) -> str:
     task = results.get("task", "classify")
     metrics = metrics_for_task(task)
     val_metric = "ccc" if task == "regress" else "uar"  # what the epoch was selected on
+    train_metric = "ccc" if task == "regress" else "war"
     exps: Mapping[str, Any] = results.get("experiments", {})
     out = ["# Fine-tuning results", ""]
     store = results.get("store", {})
@@ -142,12 +143,16 @@ def results_markdown(results: Mapping[str, Any]) -> str:
         rows = []
         for name, e in exps.items():
             s = e.get("summary", {})
-            rows.append([name, e.get("description", ""), "+".join(e.get("modalities", [])),
+            fit = e.get("summary_train") or {}
+            train_col = fmt_summary(fit, train_metric) if train_metric in fit else "–"
+            rows.append([name, e.get("description", ""), "+".join(e.get("modalities", [])), train_col,
                          *[fmt_summary(s, m) for m in metrics], len(e.get("folds", []))])
-        out.append(md_table(["experiment", "what", "modalities", *[metric_title(m) for m in metrics],
-                             "folds"], rows))
+        out.append(md_table(["experiment", "what", "modalities", f"train {metric_title(train_metric)}",
+                             *[metric_title(m) for m in metrics], "folds"], rows))
         out.append("")
-        out.append("Std is the sample standard deviation over folds. Each fold's epoch was selected "
+        out.append(f"train {metric_title(train_metric)}: the selected model on its own training "
+                   "speakers (how well it fits); the other columns are the unseen test speakers. "
+                   "Std is the sample standard deviation over folds. Each fold's epoch was selected "
                    "on its validation speakers only; test speakers were scored once, averaging "
                    "all deterministic windows of each clip.")
         chance = chance_levels(exps)
