@@ -253,21 +253,48 @@ def _verdict_section(doc: Document, run: Path) -> None:
     doc.verdict(lines, "Verdict (held-out speakers, from the fold results)")
 
 
-def _ladder_section(doc: Document, run: Path) -> None:
+LADDER_MAX_CLIPS = 600
+"""The report computes a missing ladder on at most this many clips (a random subset)."""
+
+
+def _ensure_ladder(run: Path) -> str:
+    """Compute ``RUN/ladder`` when missing or older than ``finetune/results.json``; '' when done
+    or not needed, else why not (a run without a token store, ...)."""
+    ladder, results = run / "ladder" / "ladder.json", run / "finetune" / "results.json"
+    if ladder.is_file() and (not results.is_file() or ladder.stat().st_mtime >= results.stat().st_mtime):
+        return ""
+    from vqmae.errors import UserError
+    from vqmae.evaluation.ladder import run_ladder
+
+    try:
+        run_ladder(run, max_clips=LADDER_MAX_CLIPS)
+    except UserError as e:
+        return str(e)
+    except Exception as e:  # noqa: BLE001 -- the report is still written without its ladder
+        from vqmae.runs import log
+
+        log.warning("report: no information ladder: %s: %s", type(e).__name__, e)
+        return f"{type(e).__name__}: {e}"
+    return ""
+
+
+def _ladder_section(doc: Document, run: Path, compute: bool = True) -> None:
     from vqmae.evaluation.ladder import ladder_markdown
 
+    why = _ensure_ladder(run) if compute else ""
     data = _maybe_json(run / "ladder" / "ladder.json")
     doc.heading("Information ladder")
     if not data:
-        doc.paragraph(f"Not computed for this run: `vqmae ladder {run}` measures how much emotion "
-                      "information each stage keeps (then rerun `vqmae report`).")
+        doc.paragraph(f"Not computed for this run{f' ({why})' if why else ''}: `vqmae ladder {run}` "
+                      "measures how much emotion information each stage keeps.")
         return
     doc.markdown(ladder_markdown(data), base=run / "ladder")
 
 
-def build_report(run_dir: str | Path) -> tuple[Path, Path]:
+def build_report(run_dir: str | Path, ladder: bool = True) -> tuple[Path, Path]:
     """Write ``report.md`` and ``report.html`` into ``run_dir``; returns their paths. The verdict
-    comes first; the ladder section shows ``RUN/ladder/ladder.json`` if ``vqmae ladder`` ran."""
+    comes first. ``ladder``: compute ``RUN/ladder`` (:mod:`vqmae.evaluation.ladder`, at most
+    :data:`LADDER_MAX_CLIPS` clips) when it is missing or older than the fine-tuning results."""
     run = Path(run_dir)
     if not run.is_dir():
         raise FileNotFoundError(f"run folder not found: {run}")
@@ -275,6 +302,7 @@ def build_report(run_dir: str | Path) -> tuple[Path, Path]:
     _verdict_section(doc, run)
     doc.paragraph(f"Run folder `{run}`. Numbers below are read from the files each stage wrote.")
     for section in (_stages_section, _dataset_section, _tokenizer_section, _store_section,
-                    _pretrain_section, _finetune_section, _ladder_section):
+                    _pretrain_section, _finetune_section):
         section(doc, run)
+    _ladder_section(doc, run, compute=ladder)
     return doc.write(run)

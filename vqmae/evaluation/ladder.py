@@ -262,10 +262,11 @@ def run_ladder(run_dir: str | Path, out: str | Path | None = None, decodings: bo
     labels_all = np.array([-1 if c.label is None else int(c.label) for c in store.clips])
     fold_spk = {str(s) for f in where["folds"] for k in ("train", "val", "test") for s in f.get(k, [])}
     ids = [i for i, c in enumerate(store.clips) if labels_all[i] >= 0 and str(c.speaker) in fold_spk]
+    notes = []
     if max_clips and len(ids) > max_clips:
+        notes.append(f"probes on a random {max_clips} of the {len(ids)} labelled clips (max_clips)")
         ids = sorted(np.random.default_rng(seed).choice(ids, max_clips, replace=False).tolist())
     tokenizers = _tokenizers(store, run)
-    notes = []
     if not tokenizers:
         notes.append("media and decodings skipped: the tokenizer folders were not found")
     say(f"ladder: media features of {len(ids)} clips")

@@ -154,8 +154,13 @@ def plot_finetune_curves(exp_dir: str | Path, path: str | Path, title: str = "")
             if pts:
                 axes[1].plot(*zip(*pts), style, color=c, ms=3, alpha=0.9,
                              label=f"{name.replace('_', ' ')} {key.upper()}")
+        best = _selected_epoch(Path(exp_dir) / name / "fold_result.json")
+        sel = [(e, w) for e, w in ((int(r.get("epoch", 0)), r.get("war")) for r in val) if e == best and w is not None]
+        if sel:
+            axes[1].plot(sel[0][0] + 1, 100 * float(sel[0][1]), "*", color=c, ms=12, mec="black")
     axes[0].set(xlabel="epoch", ylabel="training loss (mean over steps)", title="training loss")
-    axes[1].set(xlabel="epoch", ylabel="validation speakers (%)", title="validation WAR (o) / UAR (s)")
+    axes[1].set(xlabel="epoch", ylabel="validation speakers (%)",
+                title="validation WAR (o) / UAR (s); * = selected epoch")
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6)
@@ -163,6 +168,16 @@ def plot_finetune_curves(exp_dir: str | Path, path: str | Path, title: str = "")
         fig.suptitle(title)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def _selected_epoch(fold_result: Path) -> int | None:
+    from vqmae.io import read_json
+
+    try:
+        best = read_json(fold_result).get("best_epoch") if fold_result.is_file() else None
+    except (OSError, ValueError):
+        return None
+    return int(best) if isinstance(best, int) else None
 
 
 def plot_ladder(stages: Sequence[str], columns: Mapping[str, Sequence[float | None]], path: str | Path,
