@@ -95,7 +95,10 @@ def test_windows_are_aligned(store_data, mode):
         item = ds[j]
         i, s = int(item["clip"]), int(item["start"])
         assert item["audio"].shape == (100, 8) and item["visual"].shape == (50, 3, 3)
-        assert item["audio"].dtype == torch.int64 and item["visual"].dtype == torch.int64
+        assert item["audio"].dtype == torch.int32 and item["visual"].dtype == torch.int32  # embedded as is
+        if j == 0:
+            ds64 = TokenDataset(TokenStore.open(root), window_seconds=2.0, mode=mode, seed=3, index_dtype="int64")
+            assert ds64[0]["visual"].dtype == torch.int64 and torch.equal(ds64[0]["visual"], item["visual"].long())
         if lengths[i] >= 50:
             np.testing.assert_array_equal(item["visual"].numpy(), visual[i][s:s + 50])
             np.testing.assert_array_equal(item["audio"].numpy(), audio[i][2 * s:2 * s + 100])
@@ -246,3 +249,29 @@ def test_info(store_data, capsys):
     assert tokens_cli.main(["info", str(root)]) == 0
     assert "fingerprint" in capsys.readouterr().out
     assert tokens_cli.main(["info", str(root.parent / "nope")]) == 2
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_int32_windows_work_in_every_model(fused):
+    """Windows come as int32 (the stored uint16 widened once, not int64 per window): the MAE's
+    loss (fused CPU path and the plain cross-entropy GPU path), its predict and the classifier
+    give exactly what int64 tokens give."""
+    from vqmae.mae import VQMAEAV, MaskingConfig, mae_preset, make_masks
+    from vqmae.mae.classifier import ClassifierConfig, EmotionClassifier, encoder_config_for
+
+    torch.manual_seed(0)
+    cfg = mae_preset("tiny")
+    model = VQMAEAV(cfg).eval()
+    g = torch.Generator().manual_seed(0)
+    tok = {m: torch.randint(0, cfg.spec(m).codebook_size, (2, cfg.spec(m).frames, *cfg.spec(m).token_shape),
+                            generator=g) for m in cfg.modalities}
+    grids = {m: cfg.spec(m).grid for m in cfg.modalities}
+    masks = make_masks(grids, 2, MaskingConfig(), torch.Generator().manual_seed(1))
+    out64 = model({m: t.long() for m, t in tok.items()}, masks, fused_ce=fused)
+    out32 = model({m: t.int() for m, t in tok.items()}, masks, fused_ce=fused)
+    for k in out64:
+        torch.testing.assert_close(out32[k], out64[k])
+    pred = model.predict({m: t.int() for m, t in tok.items()}, masks)
+    assert all(torch.equal(pred[m].long(), p) for m, p in model.predict(tok, masks).items())
+    clf = EmotionClassifier(ClassifierConfig(encoder=encoder_config_for(cfg, cfg.modalities), num_classes=3)).eval()
+    torch.testing.assert_close(clf(**{m: t.int() for m, t in tok.items()}), clf(**tok))

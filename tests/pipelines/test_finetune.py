@@ -131,7 +131,7 @@ class ScriptedModel(nn.Module):
         group, label = audio[:, 0, 0], audio[:, 0, 1]
         right_after = torch.where(group == 1, 2, torch.where(group == 2, 4, -1))
         pred = torch.where(right_after == epochs_done, label, (label + 1) % self.num_classes)
-        return 10.0 * F.one_hot(pred, self.num_classes).float() + self.bias
+        return 10.0 * F.one_hot(pred.long(), self.num_classes).float() + self.bias
 
 
 def test_selected_epoch_comes_from_validation_only(tmp_path):

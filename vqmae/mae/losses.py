@@ -94,7 +94,7 @@ def masked_code_ce(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, ta
     if fused:
         return _FusedLinearCE.apply(h.contiguous(), weight, bias, target.contiguous(), chunk)
     logits = F.linear(h, weight, bias).float()
-    loss = F.cross_entropy(logits, target, reduction="sum")
+    loss = F.cross_entropy(logits, target.long(), reduction="sum")  # windows come as int32
     correct = (logits.detach().argmax(1) == target).sum()
     return loss, correct
 

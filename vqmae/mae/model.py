@@ -269,7 +269,7 @@ class VQMAEAV(PretrainedModel):
             spec, mask = self.specs[m], masks[m]
             pred = self.decoder.heads[m].logits(_gather_rows(decoded[m], mask.ids_masked)).argmax(-1)
             filled = patches[m].clone()
-            filled.scatter_(1, mask.ids_masked.unsqueeze(-1).expand(-1, -1, spec.indices), pred)
+            filled.scatter_(1, mask.ids_masked.unsqueeze(-1).expand(-1, -1, spec.indices), pred.to(filled.dtype))
             out[m] = unpatchify(filled, spec.patch, spec.grid)
         return out
 
