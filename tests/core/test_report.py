@@ -210,3 +210,38 @@ def test_report_html_in_a_real_browser_images_load_and_verdict_on_first_screen(t
     shot = tmp_path / "report.png"
     _chromium(f"--screenshot={shot}", html.as_uri())
     assert shot.is_file() and shot.stat().st_size > 1000
+
+
+def test_tokenizer_examples_one_per_emotion_across_speakers():
+    """The examples were the first held-out clips: all neutral clips of one speaker."""
+    from types import SimpleNamespace
+
+    from vqmae.tokenizers.quality import example_clips
+
+    emotions = ["neutral", "happy", "sad"]
+    clips = [SimpleNamespace(id=f"{s}_{e}_{k}", speaker=s) for s in ("a", "b") for e in emotions for k in range(3)]
+    frames = SimpleNamespace(clips=clips)
+    labels = {c.id: c.id.split("_")[1] for c in clips}
+    chosen = example_clips(frames, 2, labels)
+    assert sorted(labels[clips[i].id] for i in chosen) == sorted(emotions)
+    assert len({clips[i].speaker for i in chosen}) == 2
+    assert example_clips(frames, 2, None) == [0, 1] and example_clips(frames, 0, labels) == []
+
+
+def test_reconstruction_spectrograms_have_a_frequency_axis_in_hz(tmp_path, monkeypatch):
+    import matplotlib.axes
+    import torch
+
+    from vqmae.mae.reconstruction_plots import plot_reconstruction
+
+    labels = []
+    orig = matplotlib.axes.Axes.set_ylabel
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_ylabel",
+                        lambda self, text, *a, **kw: (labels.append(text), orig(self, text, *a, **kw))[1])
+    power = torch.rand(50, 161) + 1e-3
+    window = {"audio": {"input": power}}
+    rec = {"token_mask": {"audio": torch.rand(50, 20) > 0.5}}
+    plot_reconstruction(tmp_path / "r.png", window, rec, {"audio": power}, frames=4, title="t",
+                        sample_rate=16000, frames_per_second=50)
+    assert (tmp_path / "r.png").is_file()
+    assert sum("Hz" in t for t in labels) == 3

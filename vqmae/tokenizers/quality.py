@@ -65,23 +65,20 @@ def measure_quality(model: Tokenizer, frames: FrameSet, max_clips: int = 0,
 
 
 def example_clips(frames: FrameSet, n: int, labels: dict[str, str | None] | None = None) -> list[int]:
-    """Which held-out clips to draw: the first clip of each emotion (``labels``: clip id -> name),
-    speakers taken in turn, so at least ``n`` clips and one per emotion; without labels the first
-    ``n``; ``n`` = 0: none."""
+    """Which held-out clips to draw: one per emotion (``labels``: clip id -> name), the k-th
+    emotion from the k-th speaker in turn where it has one, then more up to ``n``; without
+    labels the first ``n``; ``n`` = 0: none."""
+    clips = frames.clips
     if n <= 0 or not labels:
-        return list(range(min(n, len(frames.clips))))
-    by_speaker: dict[str, list[int]] = {}
-    for i, c in enumerate(frames.clips):
-        by_speaker.setdefault(c.speaker, []).append(i)
-    longest = max(map(len, by_speaker.values()))
-    order = [ids[k] for k in range(longest) for ids in by_speaker.values() if k < len(ids)]
-    chosen: dict[str, int] = {}
-    for i in order:
-        name = labels.get(frames.clips[i].id)
-        if name is not None and name not in chosen:
-            chosen[name] = i
-    rest = [i for i in order if i not in chosen.values()]
-    return (list(chosen.values()) + rest)[:max(n, len(chosen))]
+        return list(range(min(n, len(clips))))
+    speakers = list(dict.fromkeys(c.speaker for c in clips))
+    emotions = list(dict.fromkeys(labels[c.id] for c in clips if labels.get(c.id) is not None))
+    chosen = []
+    for k, name in enumerate(emotions):
+        cands = [i for i, c in enumerate(clips) if labels.get(c.id) == name]
+        chosen.append(next((i for i in cands if clips[i].speaker == speakers[k % len(speakers)]), cands[0]))
+    rest = [i for i in range(len(clips)) if i not in chosen]
+    return (chosen + rest)[:max(n, len(chosen))]
 
 
 def write_examples(model: Tokenizer, frames: FrameSet, out_dir: Path, n: int,
