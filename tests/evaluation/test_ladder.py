@@ -77,3 +77,22 @@ def test_ladder_command_on_a_folder_that_is_not_a_run(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "no token store" in err
     assert main(["ladder", str(tmp_path / "missing")]) == 2
+
+
+def test_locate_reads_a_user_run_folder_from_its_stages_json(tmp_path):
+    """A run whose stages wrote elsewhere: the paths come from the recorded commands."""
+    from vqmae.evaluation.ladder import locate
+    from vqmae.io import write_json
+
+    store, model, folds = tmp_path / "data" / "tok", tmp_path / "models" / "mae", tmp_path / "f.json"
+    write_json(store / "store.json", {})
+    model.mkdir(parents=True)
+    write_json(folds, {"folds": FOLDS})
+    run = tmp_path / "run"
+    write_json(run / "stages.json", {
+        "tokenize": {"command": f"vqmae tokenize --manifest m --audio-tokenizer /a/tok --out {store}"},
+        "finetune": {"command": f"vqmae finetune --tokens {store} --init {model} --folds {folds} "
+                                f"--out {tmp_path / 'ft'} dropout=0.1"}})
+    where = locate(run)
+    assert where["tokens"] == store and where["init"] == str(model) and where["folds"] == FOLDS
+    assert where["tokenizers"]["audio"] == "/a/tok" and where["results"] == {}

@@ -128,9 +128,10 @@ def _codebook(tok: Any) -> torch.Tensor | None:
 # ----------------------------------------------------------------------------- the run folder
 
 
-def _stage_arg(run: Path, stage: str, flag: str) -> str | None:
+def _stage_arg(run: Path, stage: str, key: str) -> str | None:
+    """The value of ``--key VALUE`` / ``key=VALUE`` in the command ``stages.json`` records for ``stage``."""
     cmd = ((_json(run / "stages.json") or {}).get(stage) or {}).get("command", "")
-    m = re.search(rf"(?:{flag})[ =](\S+)", cmd)
+    m = re.search(rf"(?:^|\s)(?:--{key}[ =]|{key}=)'?([^\s']+)", cmd)
     return m.group(1) if m else None
 
 
@@ -141,31 +142,44 @@ def _json(path: Path) -> Any:
         return None
 
 
+def _first(*paths: Any, name: str = "") -> Path | None:
+    for p in paths:
+        if p and (Path(p) / name if name else Path(p)).exists():
+            return Path(p)
+    return None
+
+
 def locate(run: Path) -> dict[str, Any]:
-    """The token store, folds, tokenizers, pretrained model and results of a run folder (the
-    ``vqmae demo`` / ``run`` layout, else the paths in ``stages.json``'s commands)."""
-    tokens = run / "tokens" if (run / "tokens" / "store.json").is_file() else _stage_arg(run, "tokenize", "--out|out")
-    if not tokens or not (Path(tokens) / "store.json").is_file():
-        raise UserError(f"{run}: no token store (tokens/store.json, or the tokenize command in stages.json)")
-    results = _json(run / "finetune" / "results.json") or {}
+    """The token store, folds, tokenizers, pretrained model and results of a run folder: the
+    ``vqmae demo`` / ``run`` layout, else the paths in the commands ``stages.json`` records
+    (finetune's ``--tokens/--init/--folds/--out``, tokenize's ``--out`` and tokenizers)."""
+    arg = lambda stage, key: _stage_arg(run, stage, key)  # noqa: E731
+    tokens = _first(run / "tokens", arg("finetune", "tokens"), arg("tokenize", "out"), name="store.json")
+    if tokens is None:
+        raise UserError(f"{run}: no token store (tokens/store.json, or the finetune / tokenize command "
+                        "in stages.json)")
+    fdir = _first(run / "finetune", arg("finetune", "out"), name="results.json")
+    results = (_json(fdir / "results.json") if fdir else None) or {}
     folds = (results.get("protocol") or {}).get("fold_speakers")
     if not folds:
-        fj = _json(run / "prepared" / "folds.json") or {}
-        folds = fj.get("folds")
+        fj = _first(run / "prepared" / "folds.json", arg("finetune", "folds"))
+        fj = fj / "folds.json" if fj is not None and fj.is_dir() else fj
+        folds = ((_json(fj) if fj else None) or {}).get("folds")
     if not folds:
-        raise UserError(f"{run}: no folds (finetune/results.json or prepared/folds.json)")
-    pre = run / "pretrain" / "model"
-    init = str(pre) if pre.is_dir() else (results.get("init") or _stage_arg(run, "finetune", "--init|init"))
-    return {"tokens": Path(tokens), "folds": folds, "results": results,
-            "init": init if init and init != "none" and Path(init).is_dir() else None}
+        raise UserError(f"{run}: no folds (finetune/results.json, prepared/folds.json or finetune --folds)")
+    init = _first(run / "pretrain" / "model", results.get("init"), arg("finetune", "init"))
+    return {"tokens": tokens, "folds": folds, "results": results,
+            "init": str(init) if init is not None and init.is_dir() else None,
+            "tokenizers": {m: arg("tokenize", f"{m}-tokenizer") for m in ("audio", "visual")}}
 
 
-def _tokenizers(store: Any, run: Path) -> dict[str, Any]:
+def _tokenizers(store: Any, run: Path, recorded: dict[str, str | None] | None = None) -> dict[str, Any]:
     from vqmae.tokenizers import load_tokenizer
 
     out = {}
     for m in store.modalities:
-        cands = [run / f"tokenizer_{m}" / "model", store.provenance.get(m, {}).get("tokenizer_dir")]
+        cands = [run / f"tokenizer_{m}" / "model", store.provenance.get(m, {}).get("tokenizer_dir"),
+                 (recorded or {}).get(m)]
         for c in cands:
             if c and Path(c).is_dir():
                 try:
@@ -266,7 +280,7 @@ def run_ladder(run_dir: str | Path, out: str | Path | None = None, decodings: bo
     if max_clips and len(ids) > max_clips:
         notes.append(f"probes on a random {max_clips} of the {len(ids)} labelled clips (max_clips)")
         ids = sorted(np.random.default_rng(seed).choice(ids, max_clips, replace=False).tolist())
-    tokenizers = _tokenizers(store, run)
+    tokenizers = _tokenizers(store, run, where.get("tokenizers"))
     if not tokenizers:
         notes.append("media and decodings skipped: the tokenizer folders were not found")
     say(f"ladder: media features of {len(ids)} clips")
