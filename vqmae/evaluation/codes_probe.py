@@ -4,7 +4,7 @@ Per clip and modality, every token is replaced by its tokenizer codebook vector 
 time: audio (T, *token_shape) → mean, std, mean |Δ| between frames, 10th and 90th percentile per
 position and dimension; visual → mean, std, mean |Δ| per grid cell and dimension. Without the
 tokenizer (a store whose tokenizer folder is gone, test stores) the codebook is one-hot, i.e. the
-statistics are code histograms. Each speaker's clip features are standardised with that speaker's
+statistics are code histograms (per token position; cheap for large codebooks). Each speaker's clip features are standardised with that speaker's
 own clips (``speaker_norm``; no labels), then per fold: principal components (fitted on the
 training speakers), logistic regression / ridge with the strength chosen on the validation
 speakers; the test speakers are scored once. Two modalities: late fusion, the mean of the
@@ -33,19 +33,20 @@ from vqmae.runs import log
 CODES_C = (0.01, 0.03, 0.1, 0.3)
 PCA_COMPONENTS = 64
 _CACHE: dict[tuple[str, str, str], np.ndarray] = {}
+"""Clip features by (store, modality, codebook:clip): the folds of a run share them."""
 
 
 class CodesModel:
     """What a ``codes`` experiment builds per fold: the modalities and a codebook ``(K, D)`` per
-    modality (the tokenizer's, or one-hot ``(K, K)``)."""
+    modality (the tokenizer's, or None: one-hot, i.e. code histograms)."""
 
-    def __init__(self, modalities: tuple[str, ...], codebooks: dict[str, np.ndarray]):
+    def __init__(self, modalities: tuple[str, ...], codebooks: dict[str, np.ndarray | None]):
         self.modalities, self.codebooks = tuple(modalities), codebooks
 
 
-def load_codebook(store: TokenStore, modality: str) -> np.ndarray:
+def load_codebook(store: TokenStore, modality: str) -> np.ndarray | None:
     """The codebook ``(K, D)`` of the tokenizer that made ``modality``'s tokens (found through the
-    store's provenance), or the one-hot ``(K, K)`` when it cannot be loaded."""
+    store's provenance), or None (one-hot codes: histograms) when it cannot be loaded."""
     K = store.codebook_size(modality)
     prov = store.provenance.get(modality, {})
     try:
@@ -65,15 +66,22 @@ def load_codebook(store: TokenStore, modality: str) -> np.ndarray:
         return cb
     except Exception as e:  # noqa: BLE001 - any failure: histograms still work
         log.info("codes probe: %s codebook not loaded (%s); using one-hot codes (histograms)", modality, e)
-        return np.eye(K, dtype=np.float32)
+        return None
 
 
 def build_codes_model(store: TokenStore, modalities: tuple[str, ...]) -> CodesModel:
     return CodesModel(modalities, {m: load_codebook(store, m) for m in modalities})
 
 
-def clip_code_features(tokens: np.ndarray, codebook: np.ndarray, modality: str) -> np.ndarray:
-    """Tokens ``(T, *token_shape)`` → statistics ``(F,)`` of their codebook vectors over time."""
+def clip_code_features(tokens: np.ndarray, codebook: np.ndarray | None, modality: str,
+                       codebook_size: int = 0) -> np.ndarray:
+    """Tokens ``(T, *token_shape)`` → statistics ``(F,)`` of their codebook vectors over time;
+    ``codebook`` None: the code histogram of every token position ``(P * codebook_size,)``."""
+    if codebook is None:
+        flat = tokens.reshape(tokens.shape[0], -1).astype(np.int64)
+        P = flat.shape[1]
+        hist = np.bincount((flat + codebook_size * np.arange(P)).ravel(), minlength=P * codebook_size)
+        return hist.astype(np.float32) / max(len(flat), 1)
     v = codebook[tokens.astype(np.int64)].reshape(tokens.shape[0], -1).astype(np.float32)
     d = np.abs(np.diff(v, axis=0)).mean(0) if len(v) > 1 else np.zeros(v.shape[1], np.float32)
     parts = [v.mean(0), v.std(0), d]
@@ -82,14 +90,15 @@ def clip_code_features(tokens: np.ndarray, codebook: np.ndarray, modality: str) 
     return np.concatenate(parts)
 
 
-def code_features(store: TokenStore, clips: np.ndarray, modality: str, codebook: np.ndarray) -> np.ndarray:
+def code_features(store: TokenStore, clips: np.ndarray, modality: str, codebook: np.ndarray | None) -> np.ndarray:
     """``(len(clips), F)`` features of ``clips``; cached per store, modality and codebook."""
-    key = (str(store.root), modality, str(hash(codebook.tobytes())))
+    tag = "onehot" if codebook is None else str(hash(codebook.tobytes()))
+    K = store.codebook_size(modality)
     rows = []
     for i in np.asarray(clips).tolist():
-        k = (*key[:2], f"{key[2]}:{i}")
+        k = (str(store.root), modality, f"{tag}:{i}")
         if k not in _CACHE:
-            _CACHE[k] = clip_code_features(store.read(int(i), modality), codebook, modality)
+            _CACHE[k] = clip_code_features(store.read(int(i), modality), codebook, modality, K)
         rows.append(_CACHE[k])
     return np.stack(rows)
 
