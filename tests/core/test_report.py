@@ -245,3 +245,18 @@ def test_reconstruction_spectrograms_have_a_frequency_axis_in_hz(tmp_path, monke
                         sample_rate=16000, frames_per_second=50)
     assert (tmp_path / "r.png").is_file()
     assert sum("Hz" in t for t in labels) == 3
+
+
+def test_finetune_curves_star_the_selected_epoch(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    from vqmae.evaluation.plots import plot_finetune_curves
+
+    run = make_run(tmp_path)
+    write_json(run / "finetune" / "finetune-av" / "fold_0" / "fold_result.json", {"key": {}, "result": {"best_epoch": 2}})
+    calls = []
+    orig = matplotlib.axes.Axes.plot
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", lambda self, *a, **kw: (calls.append(a), orig(self, *a, **kw))[1])
+    assert plot_finetune_curves(run / "finetune" / "finetune-av", tmp_path / "c.png") is not None
+    stars = [a for a in calls if "*" in a]
+    assert len(stars) == 1 and stars[0][0] == 3  # epoch 2 (0-based) drawn at 3

@@ -50,7 +50,7 @@ def plot_confusion(cm: np.ndarray | Sequence[Sequence[int]], classes: Sequence[s
     ax.set_ylabel("true (cells: % of row, count)")
     for i in range(n):
         for j in range(n):
-            ax.text(j, i, f"{100 * norm[i, j]:.0f} %\n({cm[i, j]})", ha="center", va="center", fontsize=7,
+            ax.text(j, i, f"{100 * norm[i, j]:.0f} %\n({cm[i, j]})" if cm[i, j] else "·", ha="center", va="center", fontsize=7,
                     color="white" if norm[i, j] > 0.5 else "black")
     total = cm.sum()
     acc = np.trace(cm) / total if total else float("nan")
@@ -174,7 +174,8 @@ def _selected_epoch(fold_result: Path) -> int | None:
     from vqmae.io import read_json
 
     try:
-        best = read_json(fold_result).get("best_epoch") if fold_result.is_file() else None
+        data = read_json(fold_result) if fold_result.is_file() else {}
+        best = (data.get("result") or data).get("best_epoch")  # {"key", "result": fold result}
     except (OSError, ValueError):
         return None
     return int(best) if isinstance(best, int) else None
