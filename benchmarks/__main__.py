@@ -4,7 +4,9 @@
     python -m benchmarks --only mae,store
     python -m benchmarks --list
 
-Each ``benchmarks/bench_<name>.py`` prints one JSON object (its last line of output that parses
+Rows: ``epoch`` (a pretraining epoch from disk, discrete vs raw), ``faces`` (``prepare`` face
+tracking vs every-frame detection), ``mae``, ``store``, ``tokenize``, ``synth``,
+``emotion_information``. Each ``benchmarks/bench_<name>.py`` prints one JSON object (its last line of output that parses
 as a JSON object is taken). Targets are ratios measured inside one run (see docs/BENCHMARKS.md).
 """
 
@@ -33,6 +35,7 @@ def machine_info() -> dict:
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "load_avg_1_5_15_min": [round(x, 2) for x in os.getloadavg()],  # other jobs: ratios only
     }
     try:
         with open("/proc/cpuinfo") as f:
@@ -124,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         except subprocess.TimeoutExpired:
             failed += 1
             entry = {"wall_s": round(time.time() - t0, 1), "error": f"timed out after {ns.timeout}s"}
+        entry["load_avg_after"] = round(os.getloadavg()[0], 2)
         results["benchmarks"][name] = entry
         print(json.dumps({name: entry.get("result", entry.get("error"))})[:2000], flush=True)
     out = Path(ns.out) if ns.out else HERE / "results" / f"{dt.date.today().isoformat()}.json"
