@@ -253,7 +253,7 @@ def _verdict_section(doc: Document, run: Path) -> None:
     doc.verdict(lines, "Verdict (held-out speakers, from the fold results)")
 
 
-LADDER_MAX_CLIPS = 600
+LADDER_MAX_CLIPS = 400
 """The report computes a missing ladder on at most this many clips (a random subset)."""
 
 
