@@ -103,6 +103,11 @@ def test_verdict_says_no_and_not_distinguishable(tmp_path):
     assert lines["audio+visual above chance?"]["answer"] in ("no", "not distinguishable")
     assert lines["pretrained better than scratch (audio+visual)?"]["answer"] == "not distinguishable"
     assert lines["audio+visual better than either alone?"]["answer"] == "not run"  # no visual row
+    logreg = make_run(tmp_path / "l", {"logreg-av": [.40, .41, .40], "logreg-audio": [.39, .40, .41],
+                                       "logreg-visual": [.30, .30, .31]})
+    (fusion,) = [v for v in verdict(json.loads((logreg / "finetune" / "results.json").read_text()))
+                 if v["claim"] == "audio+visual better than either alone?"]
+    assert fusion["answer"] == "not distinguishable" and "logreg-av" in fusion["detail"]
     below = make_run(tmp_path / "b", {"finetune-av": [.10, .12, .11]})
     (line,) = [v for v in verdict(json.loads((below / "finetune" / "results.json").read_text()))
                if v["claim"] == "audio+visual above chance?"]
