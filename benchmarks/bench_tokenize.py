@@ -273,8 +273,12 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def _files(root: Path) -> dict[str, bytes]:
+    """The store's files (not the lock, nor tokenize_config.json: the run's own settings, which
+    name its output folder and process count)."""
+    from vqmae.data.token_writer import RUN_CONFIG_NAME
+
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and p.name != ".lock"}
+            if p.is_file() and p.name not in (".lock", RUN_CONFIG_NAME)}
 
 
 if __name__ == "__main__":
