@@ -154,9 +154,11 @@ def make_experiments(cfg: FinetuneConfig, builders: Builders, store: TokenStore,
     key_cfg = {k: v for k, v in config_to_dict(cfg).items() if k in ProtocolConfig.__dataclass_fields__}
     logreg_key = {k: key_cfg[k] for k in ("task", "window_seconds", "eval_stride_seconds", "speaker_norm")}
     exps = []
-    for mname in modality_names or cfg.modalities:
-        mods = modality_set(mname, store)
-        for e in dict.fromkeys(wanted):
+    # experiment-major order: the cheap probes of every input set finish (and are written to
+    # results.json) before the first fine-tuning run starts
+    for e in dict.fromkeys(wanted):
+        for mname in modality_names or cfg.modalities:
+            mods = modality_set(mname, store)
             if e == "codes":  # no encoder: tokenizer codebook statistics
                 key = {"experiment": e, "modalities": list(mods), "fraction": fraction, "store": str(store.root),
                        "protocol": {k: key_cfg[k] for k in ("task", "speaker_norm", "select_metric")},
