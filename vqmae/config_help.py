@@ -11,8 +11,7 @@ import textwrap
 import typing
 from typing import Any
 
-from vqmae.config import _META
-from vqmae.config_types import _field_types, _is_dataclass_type, _type_name, _unwrap_optional
+from vqmae.config_types import _META, _field_types, _is_dataclass_type, _type_name, _unwrap_optional
 
 
 @functools.cache

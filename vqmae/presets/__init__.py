@@ -37,7 +37,7 @@ def preset_values(stage: str, name: str) -> dict[str, Any]:
     """A deep copy of one preset's settings; ConfigError naming the choices if unknown."""
     import copy
 
-    from vqmae.config import ConfigError
+    from vqmae.config_types import ConfigError
 
     table = _table(stage)
     if name not in table:
