@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import json
 
-from vqmae.synth.corpus import SynthConfig, generate_corpus
 from vqmae.pipelines.common import UserError, stage_main
+from vqmae.synth.corpus import SynthConfig, generate_corpus
 
 DESCRIPTION = """Generate the synthetic audiovisual emotional-speech corpus (the default dataset).
 Presets: tiny (12 labelled clips of 1-2 s, for tests), demo (labelled: speakers x 6 emotions x
