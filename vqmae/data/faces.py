@@ -118,12 +118,23 @@ class _Detector:
         return cv2.equalizeHist(gray)
 
     def _run(self, gray: np.ndarray, min_side: int, max_side: int = 0) -> np.ndarray:
+        """Cascade detections, deterministic: OpenCV's threads gather candidates in a varying order
+        and its grouping of candidates depends on that order (the same frame gave other boxes from
+        run to run), so the cascade runs on one thread; the result is sorted."""
+        import cv2
+
         self.calls += 1
         kw = {"maxSize": (max_side, max_side)} if max_side else {}
-        found = self.cascade.detectMultiScale(gray, scaleFactor=self.cfg.scale_factor,
-                                              minNeighbors=self.cfg.min_neighbors,
-                                              minSize=(min_side, min_side), **kw)
-        return np.asarray(found, dtype=np.float32).reshape(-1, 4)
+        threads = cv2.getNumThreads()
+        cv2.setNumThreads(1)
+        try:
+            found = self.cascade.detectMultiScale(gray, scaleFactor=self.cfg.scale_factor,
+                                                  minNeighbors=self.cfg.min_neighbors,
+                                                  minSize=(min_side, min_side), **kw)
+        finally:
+            cv2.setNumThreads(threads)
+        found = np.asarray(found, dtype=np.float32).reshape(-1, 4)
+        return found[np.lexsort(found.T[::-1])] if len(found) > 1 else found
 
     def detect(self, i: int, prev: np.ndarray | None = None, window: bool = False) -> np.ndarray | None:
         """One box in frame ``i``; ``window``: search around ``prev`` first (whole frame if none)."""
