@@ -63,10 +63,15 @@ class ClipConfig:
 
     @property
     def samples_per_frame(self) -> int:
-        spf = self.sample_rate / self.fps
-        if abs(spf - round(spf)) > 1e-9:
-            raise ValueError(f"sample_rate / fps must be an integer (got {self.sample_rate} / {self.fps})")
-        return int(round(spf))
+        return samples_per_frame(self.sample_rate, self.fps)
+
+
+def samples_per_frame(sample_rate: int, fps: float) -> int:
+    """Audio samples per video frame; ValueError unless ``sample_rate / fps`` is an integer."""
+    spf = sample_rate / fps
+    if abs(spf - round(spf)) > 1e-9:
+        raise ValueError(f"sample_rate / fps must be an integer (got {sample_rate} / {fps})")
+    return int(round(spf))
 
 
 @dataclass

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from vqmae.config import setting
+from vqmae.data.clips import samples_per_frame
 
 TASKS = ("visual", "audio", "multitask")
 
@@ -37,10 +38,7 @@ class AudioEncoderConfig:
 
     @property
     def samples_per_frame(self) -> int:
-        spf = self.sample_rate / self.fps
-        if abs(spf - round(spf)) > 1e-9:
-            raise ValueError(f"sample_rate / fps must be an integer (got {self.sample_rate} / {self.fps})")
-        return int(round(spf))
+        return samples_per_frame(self.sample_rate, self.fps)
 
     @property
     def hops_per_frame(self) -> int:
