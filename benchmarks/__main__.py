@@ -1,6 +1,6 @@
 """Run every benchmark script and write ``benchmarks/results/<date>.json``.
 
-    python -m benchmarks                 # all of them
+    python -m benchmarks                 # all of them but the long ones (ssl: --only ssl)
     python -m benchmarks --only mae,store
     python -m benchmarks --list
 
@@ -84,6 +84,10 @@ def _accepted(path: Path, args: list[str]) -> list[str]:
     return out
 
 
+LONG = {"ssl"}
+"""Benchmarks of tens of minutes: run only when named (``--only ssl``)."""
+
+
 def discover() -> dict[str, Path]:
     return {p.stem.removeprefix("bench_"): p for p in sorted(HERE.glob("bench_*.py"))}
 
@@ -108,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"unknown benchmarks {unknown}; known: {', '.join(benches)}", file=sys.stderr)
             return 2
         benches = {w: benches[w] for w in wanted}
+    else:
+        benches = {k: v for k, v in benches.items() if k not in LONG}
     results: dict = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                      "machine": machine_info(), "benchmarks": {}}
     failed = 0

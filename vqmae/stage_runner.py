@@ -87,7 +87,10 @@ class PipelineConfig:
     mae_preset: str = "demo"
     finetune_preset: str = "demo"
     modalities: list[str] = field(default_factory=lambda: ["audio", "visual", "av"])
-    experiments: list[str] = field(default_factory=lambda: ["codes", "logreg", "finetune"])
+    experiments: list[str] = field(default_factory=lambda: ["codes", "finetune"])
+    trained_modalities: list[str] = field(default_factory=lambda: ["av"])
+    """Input sets of the trained experiments (finetune, scratch): one audio+visual model per fold,
+    also tested with each modality alone ([] = every set of ``modalities``)."""
     audio_tokenizer: str = ""
     """Use this trained audio tokenizer folder instead of training one (e.g. from VoxCeleb2)."""
     visual_tokenizer: str = ""
@@ -150,6 +153,8 @@ def stage_commands(cfg: PipelineConfig, run: Path) -> dict[str, list[str]]:
                         "--preset", cfg.finetune_preset,
                         f"modalities=[{','.join(cfg.modalities)}]",
                         f"experiments=[{','.join(cfg.experiments)}]", f"seed={cfg.seed}"]
+    if cfg.trained_modalities:
+        cmds["finetune"].append(f"trained_modalities=[{','.join(cfg.trained_modalities)}]")
     for stage, extra in cfg.preset_args.items():
         if stage in cmds:
             cmds[stage] += [str(a) for a in extra]

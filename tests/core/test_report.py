@@ -114,6 +114,24 @@ def test_verdict_says_no_and_not_distinguishable(tmp_path):
     assert line["answer"] == "no"
 
 
+def test_verdict_compares_an_audiovisual_model_with_itself_given_one_modality(tmp_path):
+    """Only finetune-av trained (the demo): the fusion claim uses its missing-modality tests."""
+    run = make_run(tmp_path, {"finetune-av": [.50, .52, .48]})
+    results = json.loads((run / "finetune" / "results.json").read_text())
+
+    def alone(m, wars):
+        return {"experiment": "finetune-av", "modalities": [m],
+                "summary": {"war": {"mean": sum(wars) / 3, "std": 0.02, "n": 3}}}
+
+    results["missing_modality"] = [alone("audio", [.30, .32, .34]), alone("visual", [.40, .38, .42])]
+    lines = {v["claim"]: v for v in verdict(results)}
+    fusion = lines["audio+visual better than either alone?"]
+    assert fusion["answer"] == "yes" and "finetune-av given visual only" in fusion["detail"]
+    results["missing_modality"] = [alone("audio", [.30, .32, .34]), alone("visual", [.49, .50, .51])]
+    assert {v["claim"]: v for v in verdict(results)}["audio+visual better than either alone?"]["answer"] \
+        == "not distinguishable"
+
+
 def test_verdict_comes_first_and_says_not_run_without_results(tmp_path):
     run = make_run(tmp_path)
     md, html = build_report(run)

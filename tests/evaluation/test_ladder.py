@@ -10,7 +10,6 @@ import torch
 from vqmae.evaluation.ladder import (
     _flags,
     band_stats,
-    code_stats,
     face_stats,
     ladder_markdown,
     probe,
@@ -65,9 +64,14 @@ def test_a_stage_losing_more_than_half_is_flagged():
 def test_feature_shapes():
     assert band_stats(torch.rand(50, 161) + 1e-3).shape[0] % 3 == 0
     assert face_stats(torch.rand(10, 3, 64, 64) - 0.5).shape == (512,)
-    h = code_stats(np.array([[0, 1], [1, 1]]), 4, None)
-    assert np.allclose(h, [0.25, 0.75, 0, 0])
-    assert code_stats(np.array([[0, 1]]), 4, torch.eye(4)[:, :3]).shape == (4 + 6,)
+    # the codes stage uses the codes experiment's features: per token position, over time
+    from vqmae.evaluation.codes_probe import clip_code_features
+
+    tokens = np.array([[0, 1], [1, 1], [2, 1]])  # 3 frames x 2 positions
+    h = clip_code_features(tokens, None, "visual", 4)  # no codebook: per-position histograms
+    assert np.allclose(h, [1 / 3, 1 / 3, 1 / 3, 0, 0, 1, 0, 0])
+    f = clip_code_features(tokens, np.eye(4, 3, dtype=np.float32), "visual")
+    assert f.shape == (3 * 2 * 3,)  # mean, std, mean |change| of 2 positions x 3 dims
 
 
 def test_ladder_command_on_a_folder_that_is_not_a_run(tmp_path, capsys):

@@ -158,3 +158,42 @@ def test_heads_alone():
     assert q({"audio": feats["audio"]}).shape == (2, 3)  # one modality missing
     with pytest.raises(ValueError):
         make_head("max", ["audio"], 16, 2)
+
+
+def test_code_readout_and_codebook_init(tmp_path):
+    """The code read-out adds a linear function of the window's mean code embeddings (zero at
+    start), learns, survives save/load and reset; codebook init puts the tokenizer's geometry in."""
+    cfg = mae_preset("tiny")
+    x = tokens(cfg)
+    torch.manual_seed(0)
+    plain = EmotionClassifier(ClassifierConfig(encoder=cfg, num_classes=3)).eval()
+    torch.manual_seed(0)
+    model = EmotionClassifier(ClassifierConfig(encoder=cfg, num_classes=3, code_readout=True)).eval()
+    torch.testing.assert_close(model(**x), plain(**x))  # zero-initialised read-out
+    stats = model.code_statistics("audio", x["audio"])
+    assert stats.shape == (B, 2 * cfg.spec("audio").token_shape[0] * cfg.audio_embed_dim)
+    emb = model.encoder.embed["audio"].codes(x["audio"].long())  # (B, T, P, e): mean, then std over T
+    torch.testing.assert_close(stats[:, : stats.shape[1] // 2], emb.mean(1).flatten(1))
+    torch.testing.assert_close(stats[:, stats.shape[1] // 2:], emb.std(1, correction=0).flatten(1))
+    model.train()
+    model(**x).sum().backward()
+    assert model.readout["audio"].weight.grad.abs().sum() > 0 and model.readout["visual"].weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        model.readout["visual"].weight.normal_()
+    model.eval()
+    assert not torch.allclose(model(**x), plain(**x))
+    model.save_pretrained(tmp_path / "m")
+    loaded, _ = load_classifier(tmp_path / "m")
+    torch.testing.assert_close(loaded(**x), model(**x))
+    model.reset_classifier(5)
+    assert model(**x).shape == (B, 5) and model.readout["audio"].out_features == 5
+
+    codebook = torch.randn(cfg.audio_codebook_size, 3) * 5 + 2
+    emb = model.encoder.embed["audio"]
+    emb.init_from_codebook(codebook)
+    w = emb.codes.weight
+    torch.testing.assert_close(w[:, :3].mean(0), torch.zeros(3), atol=1e-5, rtol=0)
+    torch.testing.assert_close(w[:, :3], (codebook - codebook.mean(0)) / codebook.std(0))
+    assert w[:, 3:].abs().sum() == 0
+    with pytest.raises(ValueError, match="codebook of"):
+        emb.init_from_codebook(codebook[:5])

@@ -181,4 +181,4 @@ def test_every_pretrain_preset_has_an_architecture():
     from vqmae.config import parse_config
 
     cfg = parse_config(pretrain.PretrainConfig, ["tokens=t", "out=o", "preset=demo"], presets="pretrain")
-    assert (cfg.window_seconds, cfg.train.epochs, cfg.train.base_lr) == (1.0, 12, 3.2e-2)
+    assert (cfg.window_seconds, cfg.train.epochs, cfg.train.base_lr) == (1.0, 24, 3.2e-2)

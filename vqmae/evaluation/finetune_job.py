@@ -61,6 +61,10 @@ class FinetuneConfig(ProtocolConfig):
     """Output folder. Required."""
     modalities: list[ModalitySet] = field(default_factory=lambda: ["av"])
     """Input sets to run (each a separate model)."""
+    trained_modalities: list[ModalitySet] = field(default_factory=list)
+    """Input sets of the trained experiments (finetune, scratch, probe) when they should differ
+    from ``modalities``: e.g. [av] trains one audio+visual model per fold (with modality_dropout
+    it is also tested with each input alone) while the cheap probes run every input set."""
     experiments: list[ExperimentName] = field(default_factory=lambda: ["finetune"])
     """See the module doc."""
     arch: str = "demo"
@@ -157,7 +161,8 @@ def make_experiments(cfg: FinetuneConfig, builders: Builders, store: TokenStore,
     # experiment-major order: the cheap probes of every input set finish (and are written to
     # results.json) before the first fine-tuning run starts
     for e in dict.fromkeys(wanted):
-        for mname in modality_names or cfg.modalities:
+        trained = e in ("finetune", "scratch", "probe") and cfg.trained_modalities and not modality_names
+        for mname in cfg.trained_modalities if trained else (modality_names or cfg.modalities):
             mods = modality_set(mname, store)
             if e == "codes":  # no encoder: tokenizer codebook statistics
                 key = {"experiment": e, "modalities": list(mods), "fraction": fraction, "store": str(store.root),
@@ -237,7 +242,8 @@ def run(cfg: FinetuneConfig) -> dict[str, Any]:
     except ValueError as e:
         raise UserError(str(e)) from None
     folds, folds_source = load_folds(cfg, store, out)
-    builders = Builders(cfg.init, store, task, cfg.head, cfg.arch, cfg.window_seconds)
+    builders = Builders(cfg.init, store, task, cfg.head, cfg.arch, cfg.window_seconds, cfg.speaker_norm,
+                        cfg.code_readout, cfg.codebook_init)
     if cfg.window_seconds and abs(cfg.window_seconds - builders.window_seconds) > 1e-9:
         raise UserError(f"window_seconds={cfg.window_seconds} but the encoder takes {builders.window_seconds:g}-s windows")
     results = results_header(cfg, store, task, folds, folds_source, builders.window_seconds)

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from vqmae.data.speaker_reference import reference_inputs, with_speaker_reference
 from vqmae.data.token_dataset import TokenDataset
 from vqmae.data.token_store import TokenStore
 from vqmae.evaluation.losses import CCCLoss, make_class_loss
@@ -54,7 +55,7 @@ def make_loss_fn(task: Task, cfg: ProtocolConfig, modalities: Sequence[str]):
             r = torch.rand(2, generator=info.generator)
             if float(r[0]) < cfg.modality_dropout:
                 given = [mods[int(float(r[1]) * len(mods)) % len(mods)]]
-        out = model(**{m: batch[m] for m in given}).float()
+        out = model(**{m: batch[m] for m in given}, **reference_inputs(batch, given)).float()
         parts: dict[str, float] = {}
         loss = out.new_zeros(())
         if class_loss is not None:
@@ -95,7 +96,7 @@ def train_fold(model: nn.Module, store: TokenStore, fold: Any, task: Task, cfg: 
     mods = tuple(model.modalities)
     window = model_window_seconds(model, cfg.window_seconds)
     ds = _datasets(store, ids, mods, window, cfg)
-    train_ds: Dataset = ds["train"]
+    train_ds: Dataset = with_speaker_reference(ds["train"], model)
     min_items = cfg.min_train_batches * cfg.train.batch_size * cfg.train.grad_accum
     if len(train_ds) < min_items:  # type: ignore[arg-type]
         train_ds = RepeatDataset(train_ds, -(-min_items // len(train_ds)))  # type: ignore[arg-type]

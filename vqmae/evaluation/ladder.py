@@ -8,7 +8,8 @@ emotion of held-out speakers:
 media                       the tokenizer's input: log band-energy statistics of the power
                             spectrogram (audio); face-pixel statistics at 16 × 16 (visual)
 tokenizer decodings         the same statistics of ``decode(encode(input))``
-codes                       code histograms + mean / std of the clips' codebook vectors
+codes                       per token position: mean / std / mean |change| of the clips' codebook
+                            vectors over time (the ``codes`` experiment's features)
 untrained encoder           mean-pooled features of a randomly initialised encoder (reference)
 frozen pretrained encoder   mean-pooled features of the pretrained VQ-MAE-AV encoder
 fine-tuned                  held-out WAR of the ``finetune-<m>`` rows of ``results.json``
@@ -32,6 +33,7 @@ import numpy as np
 import torch
 
 from vqmae.errors import UserError
+from vqmae.evaluation.codes_probe import code_features
 from vqmae.evaluation.logreg_probe import LOGREG_C
 from vqmae.io import atomic_write_text, read_json, write_json
 from vqmae.runs import log
@@ -101,17 +103,6 @@ def face_stats(faces: torch.Tensor, size: int = 16) -> np.ndarray:
     g = faces.float().mean(1, keepdim=True)
     g = torch.nn.functional.adaptive_avg_pool2d(g, size)[:, 0].reshape(g.shape[0], -1)
     return torch.cat([g.mean(0), g.std(0, unbiased=False)]).double().numpy()
-
-
-def code_stats(codes: np.ndarray, codebook_size: int, vectors: torch.Tensor | None) -> np.ndarray:
-    """Codes ``(T, *S)`` -> normalised histogram ``(K,)`` (+ mean and std of their codebook
-    vectors ``(2 · D,)`` when ``vectors (K, D)`` is known)."""
-    flat = np.asarray(codes).reshape(-1).astype(np.int64)
-    hist = np.bincount(flat, minlength=codebook_size)[:codebook_size] / max(1, flat.size)
-    if vectors is None:
-        return hist
-    v = vectors[torch.from_numpy(flat)].double()
-    return np.concatenate([hist, v.mean(0).numpy(), v.std(0, unbiased=False).numpy()])
 
 
 def _codebook(tok: Any) -> torch.Tensor | None:
@@ -290,8 +281,9 @@ def run_ladder(run_dir: str | Path, out: str | Path | None = None, decodings: bo
     ids = kept
     say("ladder: code and encoder features")
     vectors = {m: _codebook(t) for m, t in tokenizers.items()}
-    feats["codes"] = {m: np.stack([code_stats(store.read(i, m), store.codebook_size(m), vectors.get(m))
-                                   for i in ids]) for m in store.modalities}
+    feats["codes"] = {m: code_features(store, np.asarray(ids), m, None if vectors.get(m) is None
+                                       else vectors[m].double().numpy().astype(np.float32))
+                      for m in store.modalities}
     if where["init"]:
         feats.update(encoder_features(store, ids, where["init"], seed))
     else:
@@ -310,11 +302,16 @@ def run_ladder(run_dir: str | Path, out: str | Path | None = None, decodings: bo
             table.setdefault(st, {})[col] = r["acc"]
             detail.setdefault(st, {})[col] = r
     exps = where["results"].get("experiments", {})
+    alone = {r["modalities"][0]: r["summary"]["war"]["mean"] for r in where["results"].get("missing_modality", [])
+             if r.get("experiment") == "finetune-av" and (r.get("summary") or {}).get("war")}
     for col, short in (("audio", "audio"), ("visual", "visual"), ("audio+visual", "av")):
         e = exps.get(f"finetune-{short}")
         if e and e.get("confusion"):
             cm = np.asarray(e["confusion"], dtype=np.float64)
             table.setdefault("fine-tuned", {})[col] = float(np.trace(cm) / cm.sum())
+        elif short in alone:  # the audio+visual model given this modality only
+            table.setdefault("fine-tuned", {})[col] = float(alone[short])
+            notes.append(f"fine-tuned {col}: the audio+visual model given {col} only (mean over folds)")
     test = [labels[k] for k, s in enumerate(speakers) if any(str(s) in map(str, f.get("test", [])) for f in where["folds"])]
     chance = float(np.bincount(test).max() / len(test)) if test else None
     flagged = _flags(table, chance) if chance is not None else []

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from vqmae.data.speaker_reference import reference_inputs, with_speaker_reference
 from vqmae.data.token_dataset import TokenDataset
 from vqmae.data.token_store import TARGET_NAMES, TokenStore
 from vqmae.evaluation.metrics import ccc
@@ -39,10 +40,13 @@ def clip_features(model: nn.Module, dataset: TokenDataset, batch_size: int = 64)
     window, averaged per clip. Returns ``(clip indices (N,), features (N, F))``."""
     model.eval()
     device = model_device(model)
+    mods = dataset.modalities
+    dataset = with_speaker_reference(dataset, model)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     feats, clips = [], []
     for batch in loader:
-        f = model.forward_head(model.forward_features(**{m: batch[m].to(device) for m in dataset.modalities}),
+        f = model.forward_head(model.forward_features(**{m: batch[m].to(device) for m in mods},
+                                                      **reference_inputs(batch, mods, device)),
                                pre_logits=True)
         feats.append(f.float().cpu().numpy())
         clips.append(batch["clip"].numpy())

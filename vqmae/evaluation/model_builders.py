@@ -79,11 +79,14 @@ class Builders:
     the store's token shapes (``window_seconds`` 0 = 2 s)."""
 
     def __init__(self, init: str, store: TokenStore, task: Task, head: str = "attention",
-                 arch: str = "demo", window_seconds: float = 0.0):
+                 arch: str = "demo", window_seconds: float = 0.0, speaker_norm: bool = False,
+                 code_readout: bool = False, codebook_init: bool = False):
         from vqmae.mae import cfg_for_store
         from vqmae.mae.classifier import mae_config_of
 
         self.init, self.store, self.task, self.head = init, store, task, head
+        self.speaker_norm, self.code_readout, self.codebook_init = speaker_norm, code_readout, codebook_init
+        self._codebooks: dict[str, Any] | None = None
         self.pretrained = init not in ("", "none")
         if self.pretrained:
             from vqmae.hub import resolve_model_folder
@@ -111,7 +114,8 @@ class Builders:
 
         t = self.task
         fields = dict(modalities=modalities, num_classes=t.num_classes, num_targets=t.num_targets,
-                      classes=list(t.classes), target_names=list(t.target_names), head=head or self.head)
+                      classes=list(t.classes), target_names=list(t.target_names), head=head or self.head,
+                      speaker_norm=self.speaker_norm, code_readout=self.code_readout)
         missing = [m for m in modalities if m not in self.mae_cfg.modalities]
         if missing:
             raise UserError(f"the encoder has no {', '.join(missing)} input (modalities "
@@ -123,6 +127,25 @@ class Builders:
                 log.debug("%s", report.summary())
                 return model
             enc = encoder_config_for(self.mae_cfg, modalities)
-            return EmotionClassifier(ClassifierConfig(encoder=enc, **fields))
+            model = EmotionClassifier(ClassifierConfig(encoder=enc, **fields))
+            if self.codebook_init:
+                for m, cb in self.codebooks().items():
+                    if m in model.encoder.embed:
+                        model.encoder.embed[m].init_from_codebook(cb)
+            return model
 
         return build
+
+    def codebooks(self) -> dict[str, Any]:
+        """The store's tokenizer codebooks ``{modality: (K, D) tensor}`` (those that load)."""
+        if self._codebooks is None:
+            import torch
+
+            from vqmae.evaluation.codes_probe import load_codebook
+
+            self._codebooks = {}
+            for m in self.store.modalities:
+                cb = load_codebook(self.store, m)
+                if cb is not None:
+                    self._codebooks[m] = torch.from_numpy(cb)
+        return self._codebooks

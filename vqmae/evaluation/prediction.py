@@ -172,6 +172,10 @@ def predict_files(models: list[tuple[Any, dict[str, Any]]], files: list[str], cf
             for m, tok in toks.items()}
     store = MemoryTokenStore.from_arrays(rows, tokens, prov, task.classes, name="<predict>")
     probs = values = windows = None
+    if any(getattr(m, "needs_speaker_reference", False) for m, _ in models):
+        log.info("predict: speaker-normalised model: the %d file(s) of this call are taken as one "
+                 "speaker's clips (their codes are the speaker's reference)%s", len(rows),
+                 "; with fewer than 6 the reference is mostly the clips themselves" if len(rows) < 6 else "")
     for model, _ in models:
         ds = TokenDataset(store, None, model_window_seconds(model), "all", tuple(model.modalities),
                           stride_seconds=cfg.stride_seconds or None)

@@ -84,9 +84,18 @@ class ProtocolConfig:
     eval_missing_modality: bool = True
     """Also test two-modality models with only audio and only visual given."""
     speaker_norm: bool = True
-    """logreg / codes probes: standardise each speaker's clip features with that speaker's own
-    clips (mean and std over its clips in the split; no labels). Transductive at test time: a test
-    speaker's statistics come from its unlabelled test clips. False: one scaler fitted on train."""
+    """Speaker normalisation (no labels used; transductive at test time: a test speaker's
+    statistics come from its unlabelled test clips). Token models (finetune, scratch, probe,
+    logreg): code embeddings centred on the speaker's usual codes (its code frequencies per token
+    position over all of its clips, :mod:`vqmae.data.speaker_reference`). logreg / codes probes:
+    each speaker's clip features standardised with that speaker's own clips. False: neither."""
+    code_readout: bool = True
+    """Token models: add a linear read-out of the window's mean code embeddings (per token
+    position, speaker-centred with speaker_norm) to the head — a path from the codes to the
+    outputs beside the transformer."""
+    codebook_init: bool = True
+    """scratch models: start the code embeddings from the tokenizers' codebooks (pretrained
+    models bring their own, see ``vqmae pretrain codebook_init``)."""
     keep_checkpoints: bool = False
     """Keep the resumable training state of each fold (the fine-tuned model is always saved)."""
     train: TrainConfig = field(default_factory=finetune_train_config)

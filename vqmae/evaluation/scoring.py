@@ -13,6 +13,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from vqmae.data.speaker_reference import (
+    SpeakerReferenceDataset,
+    needs_reference,
+    reference_inputs,
+    with_speaker_reference,
+)
 from vqmae.data.token_dataset import TokenDataset
 from vqmae.data.token_store import TARGET_NAMES, TokenStore
 from vqmae.evaluation.metrics import classification_metrics, confusion_matrix, regression_metrics
@@ -55,12 +61,15 @@ def predict_clips(model: nn.Module, dataset: TokenDataset, task: Task, batch_siz
     model.eval()
     device = model_device(model)
     mods = tuple(modalities or dataset.modalities)
+    if needs_reference(model) and not isinstance(dataset, SpeakerReferenceDataset):
+        dataset = with_speaker_reference(dataset, model)
     C, T = task.num_classes, task.num_targets
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     order: dict[int, int] = {}
     rows_clip, rows_prob, rows_val, rows_label, rows_target = [], [], [], [], []
     for batch in loader:
-        out = model(**{m: batch[m].to(device, non_blocking=True) for m in mods}).float().cpu()
+        out = model(**{m: batch[m].to(device, non_blocking=True) for m in mods},
+                    **reference_inputs(batch, mods, device)).float().cpu()
         if out.shape[1] != C + T:
             raise ValueError(f"the model gives {out.shape[1]} outputs; the task needs {C} classes + {T} targets")
         rows_clip.append(batch["clip"].numpy())

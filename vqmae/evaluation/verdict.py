@@ -6,7 +6,8 @@ Claims (each answered "yes", "no", "not distinguishable" or "not run", with the 
   the majority-class WAR of its test clips, by a one-sided binomial test over all test clips of
   all folds (p < 0.05) *and* mean WAR − chance larger than one fold-std;
 * **audio+visual better than either alone**: ``finetune-av`` against the better of
-  ``finetune-audio`` / ``finetune-visual``;
+  ``finetune-audio`` / ``finetune-visual`` (or, when only the audio+visual model was trained, against
+  itself given the better single modality);
 * **pretrained better than scratch** (per modality set): ``finetune-<m>`` against ``scratch-<m>``.
 
 Two rows are compared by their mean WAR over folds: "yes" when the difference exceeds one
@@ -110,14 +111,28 @@ def compare(exps: Mapping[str, Any], a: str, b: str) -> tuple[str, str]:
     return answer, nums + f"; one fold: two-proportion z-test over the test clips, p = {p:.2g})"
 
 
-def fusion_claim(exps: Mapping[str, Any]) -> dict[str, Any]:
+def fusion_claim(exps: Mapping[str, Any], missing: list[Mapping[str, Any]] = ()) -> dict[str, Any]:
     """``<kind>-av`` vs the better of ``<kind>-audio`` / ``<kind>-visual``, for the first kind of
-    :data:`ROW_PREFERENCE` that ran all three."""
+    :data:`ROW_PREFERENCE` that ran all three; else a trained ``<kind>-av`` model against itself
+    given one modality only (``missing``: ``results["missing_modality"]`` rows)."""
     claim = "audio+visual better than either alone?"
     kind = next((k for k in ROW_PREFERENCE if all(f"{k}-{m}" in exps for m in ("av", "audio", "visual"))), None)
     if kind is None:
+        alone = {f"{r['experiment']} given {r['modalities'][0]} only": {"summary": r["summary"]}
+                 for r in missing if r["experiment"].endswith("-av")}
+        row = next((f"{k}-av" for k in ROW_PREFERENCE if f"{k}-av" in exps
+                    and sum(n.startswith(f"{k}-av ") for n in alone) == 2), None)
+        if row is not None:
+            table = {**exps, **alone}
+            singles = [n for n in alone if n.startswith(f"{row} ") and _war(table[n]) is not None]
+            if _war(exps[row]) is not None and len(singles) == 2:
+                best = max(singles, key=lambda n: _war(table[n])[0])
+                answer, detail = compare(table, row, best)
+                return {"claim": claim, "answer": answer,
+                        "detail": f"the audio+visual model against itself given the better single modality: {detail}"}
         return {"claim": claim, "answer": "not run",
-                "detail": "needs one experiment on av, audio and visual (modalities=[audio,visual,av])"}
+                "detail": "needs one experiment on av, audio and visual (modalities=[audio,visual,av]), "
+                          "or an audio+visual model tested with each modality alone"}
     singles = [f"{kind}-{m}" for m in ("audio", "visual") if _war(exps[f"{kind}-{m}"]) is not None]
     if _war(exps[f"{kind}-av"]) is None or len(singles) < 2:
         return {"claim": claim, "answer": "not run", "detail": "rows without test accuracy"}
@@ -146,7 +161,13 @@ def verdict(results: Mapping[str, Any]) -> list[dict[str, Any]]:
     ran = {n.rsplit("-", 1)[-1] for n in exps}
     mods = [m for m in ("av", "audio", "visual") if m in ran] or ["av"]
     lines = [above_chance(exps, m) for m in mods]
-    lines.append(fusion_claim(exps))
+    missing = results.get("missing_modality") or []
+    lines.append(fusion_claim(exps, missing))
+    trained = next((f"{k}-av" for k in ("finetune", "scratch") if f"{k}-av" in exps), None)
+    if trained and not lines[-1]["detail"].startswith(f"against the better single modality: {trained} "):
+        own = fusion_claim({trained: exps[trained]}, [r for r in missing if r["experiment"] == trained])
+        if own["answer"] != "not run":  # the trained model against itself given one modality
+            lines.append({**own, "claim": f"audio+visual better than either alone ({trained} model)?"})
     pre = [m for m in mods if f"scratch-{m}" in exps] or ["av"]  # av's line says "not run" if need be
     lines += [pretrain_claim(exps, m) for m in pre]
     return lines

@@ -13,7 +13,10 @@ from a pretrained ``VQMAEAV`` folder) + a head from :mod:`vqmae.mae.heads`. timm
 Inputs: audio tokens int64 ``(B, Ta, *audio_token_shape)`` and/or visual tokens int64
 ``(B, Tv, *visual_token_shape)`` (2-s windows; Ta = 100, Tv = 50 for the paper rates). Any
 subset of ``config.modalities`` may be given: an audiovisual model evaluated with one modality
-missing uses the head's learned stand-in for the absent one.
+missing uses the head's learned stand-in for the absent one. A model built with
+``speaker_norm=True`` also takes ``audio_ref`` / ``visual_ref``: the speaker's code frequencies
+``(B, prod token_shape, K)`` (:mod:`vqmae.data.speaker_reference`), on which the code embeddings
+are centred.
 
 Outputs: ``(B, num_classes + num_targets)`` — class logits first, then continuous targets
 (arousal, valence); :meth:`split_outputs` separates them. Word recognition is the same
@@ -23,6 +26,7 @@ classification task with other classes.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +69,15 @@ class ClassifierConfig:
     head_layers: int = 1
     """Decoder layers of the query2emo head."""
     head_dropout: float = 0.1
+    speaker_norm: bool = False
+    """Centre the code embeddings on the speaker's usual codes: ``forward`` then needs
+    ``{m}_ref``, the speaker's code frequencies (:mod:`vqmae.data.speaker_reference`)."""
+    code_readout: bool = False
+    """Add a linear read-out of each modality's code embeddings summarised over the window (mean
+    and standard deviation over time per token position; the mean centred with ``speaker_norm``)
+    to the head's outputs: a path from the codes to the outputs that does not go through the
+    transformer (a linear probe on the codes learns emotion on new speakers from a few hundred
+    clips where the transformer alone does not)."""
 
     def __post_init__(self) -> None:
         self.modalities = tuple(self.modalities)
@@ -124,6 +137,14 @@ class EmotionClassifier(PretrainedModel):
         self.head = make_head(config.head, config.modalities, config.encoder.width,
                               config.num_classes + config.num_targets, num_heads=config.head_heads,
                               dropout=config.head_dropout, num_layers=config.head_layers)
+        self.readout = nn.ModuleDict({
+            m: nn.Linear(2 * math.prod(config.encoder.spec(m).token_shape) * config.encoder.spec(m).embed_dim,
+                         config.num_classes + config.num_targets)
+            for m in config.modalities}) if config.code_readout else None
+        if self.readout is not None:
+            for lin in self.readout.values():
+                nn.init.zeros_(lin.weight)
+                nn.init.zeros_(lin.bias)
         self._encoder_frozen = False
         self.info: dict[str, Any] = {}
         """Facts written into config.json (classes, tokenizers, fold, training) by the harness."""
@@ -146,15 +167,31 @@ class EmotionClassifier(PretrainedModel):
         return self.head.num_features
 
     # ------------------------------------------------------------------ timm API
+    @property
+    def needs_speaker_reference(self) -> bool:
+        """Built with ``speaker_norm``: every call needs ``{m}_ref`` for the modalities given."""
+        return bool(self.config.speaker_norm)
+
     def forward_features(self, audio: torch.Tensor | None = None, visual: torch.Tensor | None = None,
+                         audio_ref: torch.Tensor | None = None, visual_ref: torch.Tensor | None = None,
                          **_: Any) -> dict[str, torch.Tensor]:
-        """Token windows → ``{modality: (B, N_m, width)}`` for the modalities given."""
+        """Token windows → ``{modality: (B, N_m, width)}`` for the modalities given.
+
+        ``audio_ref`` / ``visual_ref``: the speaker's code frequencies ``(B, prod token_shape, K)``;
+        required when the model was built with ``speaker_norm``, ignored otherwise."""
         inputs = {m: x for m, x in (("audio", audio), ("visual", visual)) if x is not None}
         unknown = [m for m in inputs if m not in self.modalities]
         if unknown:
             raise ValueError(f"this classifier takes {list(self.modalities)}, not {unknown}")
         if not inputs:
             raise ValueError(f"give at least one of {list(self.modalities)}")
+        if self.config.speaker_norm:
+            refs = {"audio_ref": audio_ref, "visual_ref": visual_ref}
+            absent = [f"{m}_ref" for m in inputs if refs[f"{m}_ref"] is None]
+            if absent:
+                raise ValueError(f"this classifier is speaker-normalised: give {', '.join(absent)} "
+                                 "(the speaker's code frequencies, vqmae.data.speaker_reference)")
+            inputs.update({k: v for k, v in refs.items() if k[:-4] in inputs})
         if self._encoder_frozen:
             with torch.no_grad():
                 return self.encoder(**inputs)
@@ -165,8 +202,28 @@ class EmotionClassifier(PretrainedModel):
         return self.head(features, pre_logits=pre_logits)
 
     def forward(self, audio: torch.Tensor | None = None, visual: torch.Tensor | None = None,
+                audio_ref: torch.Tensor | None = None, visual_ref: torch.Tensor | None = None,
                 **_: Any) -> torch.Tensor:
-        return self.forward_head(self.forward_features(audio=audio, visual=visual))
+        out = self.forward_head(self.forward_features(audio=audio, visual=visual, audio_ref=audio_ref,
+                                                      visual_ref=visual_ref))
+        if self.readout is not None:
+            refs = {"audio": audio_ref, "visual": visual_ref}
+            for m, tokens in (("audio", audio), ("visual", visual)):
+                if tokens is not None:
+                    out = out + self.readout[m](self.code_statistics(m, tokens, refs[m]))
+        return out
+
+    def code_statistics(self, modality: str, tokens: torch.Tensor, reference: torch.Tensor | None = None
+                        ) -> torch.Tensor:
+        """Tokens ``(B, T, *S)`` → mean and standard deviation over the window of their code
+        embeddings per token position, ``(B, 2 * prod S * e)``; the mean minus the reference's
+        expected embedding ``(B, prod S, K)`` when given (``speaker_norm``)."""
+        codes = self.encoder.embed[modality].codes
+        x = codes(tokens.long()).flatten(2, -2)  # (B, T, prod S, e)
+        mean, std = x.mean(1), x.std(1, correction=0)
+        if reference is not None and self.config.speaker_norm:
+            mean = mean - reference.to(codes.weight.dtype) @ codes.weight
+        return torch.cat([mean.flatten(1), std.flatten(1)], 1)
 
     def get_classifier(self) -> nn.Module:
         return self.head
@@ -178,6 +235,11 @@ class EmotionClassifier(PretrainedModel):
         self.config = dataclasses.replace(self.config, num_classes=num_classes, num_targets=num_targets,
                                           classes=list(classes or []))
         self.head.reset(num_classes + num_targets)
+        if self.readout is not None:
+            for m, lin in self.readout.items():
+                self.readout[m] = nn.Linear(lin.in_features, num_classes + num_targets).to(lin.weight.device)
+                nn.init.zeros_(self.readout[m].weight)
+                nn.init.zeros_(self.readout[m].bias)
 
     def split_outputs(self, out: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """``(B, C + T)`` → class logits ``(B, C)`` (or None), continuous targets ``(B, T)`` (or None)."""

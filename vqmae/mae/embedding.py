@@ -27,8 +27,26 @@ class CodeEmbedding(nn.Module):
         flat = spec.indices * spec.embed_dim
         self.proj = nn.Linear(flat, width) if flat != width else None
 
-    def forward(self, patches: torch.Tensor) -> torch.Tensor:
+    @torch.no_grad()
+    def init_from_codebook(self, codebook: torch.Tensor) -> None:
+        """Start the embedding from the tokenizer's codebook ``(K, D)``: each code's vector,
+        standardised per dimension, in the first ``min(D, e)`` dimensions (the rest zero), so
+        that codes the tokenizer places close together start close together."""
+        K, e = self.codes.weight.shape
+        if codebook.shape[0] != K:
+            raise ValueError(f"codebook of {codebook.shape[0]} vectors for {K} codes")
+        cb = codebook.float()
+        cb = (cb - cb.mean(0)) / cb.std(0).clamp_min(1e-6)
+        d = min(cb.shape[1], e)
+        self.codes.weight.zero_()
+        self.codes.weight[:, :d] = cb[:, :d].to(self.codes.weight)
+
+    def forward(self, patches: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
+        """``reference (B, N, P, e)``: expected code embeddings subtracted before the projection
+        (speaker normalisation, :mod:`vqmae.data.speaker_reference`)."""
         x = self.codes(patches)  # (B, N, P, e)
+        if reference is not None:
+            x = x - reference.to(x.dtype)
         x = rearrange(x, "b n p e -> b n (p e)")
         return self.proj(x) if self.proj is not None else x
 

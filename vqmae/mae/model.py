@@ -13,6 +13,8 @@ for NT-Xent). The same code gives unimodal models (``modalities=("audio",)`` ≈
 
 from __future__ import annotations
 
+import math
+
 import torch
 from timm.layers import trunc_normal_
 from torch import nn
@@ -127,26 +129,54 @@ class VQMAEEncoder(nn.Module):
         check_tokens(spec, tokens)
         return patchify(tokens, spec.patch)
 
-    def embed_patches(self, modality: str, patches: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
+    def embed_patches(self, modality: str, patches: torch.Tensor, ids: torch.Tensor | None = None,
+                      reference: torch.Tensor | None = None) -> torch.Tensor:
         """``(B, N, P)`` code patches (only rows ``ids (B, K)`` when given) -> ``(B, K, width)``
-        with positional and modality embeddings added."""
+        with positional and modality embeddings added; ``reference (B, N, P, e)`` (see
+        :meth:`reference_patches`) is subtracted from the code embeddings."""
         pos = self.pos_embed[modality]
         if ids is not None:
             patches = _gather_rows(patches, ids)
             pos = pos[0][ids]
-        return self.embed[modality](patches) + pos + self.modality_embed[modality]
+            if reference is not None:
+                reference = torch.gather(reference, 1, ids[:, :, None, None].expand(
+                    -1, -1, *reference.shape[2:]))
+        return self.embed[modality](patches, reference) + pos + self.modality_embed[modality]
+
+    def reference_patches(self, modality: str, frequencies: torch.Tensor, frames: int) -> torch.Tensor:
+        """A speaker's code frequencies ``(B, prod token_shape, K)`` -> the expected code embedding
+        at every index of every patch of a ``frames``-long window, ``(B, N, P, e)``."""
+        spec, codes = self.specs[modality], self.embed[modality].codes.weight
+        K, e = codes.shape
+        if frequencies.shape[1:] != (math.prod(spec.token_shape), K):
+            raise ValueError(f"{modality} reference of shape {tuple(frequencies.shape[1:])}; this encoder "
+                             f"needs ({math.prod(spec.token_shape)}, {K}) (positions x codes)")
+        expected = frequencies.to(codes.dtype) @ codes  # (B, prod S, e)
+        grid = expected.unflatten(1, spec.token_shape).unsqueeze(1)  # (B, 1, *S, e)
+        grid = grid.expand(-1, frames, *grid.shape[2:])
+        return patchify(grid, (*spec.patch, e)).unflatten(-1, (spec.indices, e))
 
     def forward_tokens(self, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Embedded tokens per modality ``(B, n_m, width)`` -> encoded ``(B, n_m, width)``."""
         return self.fusion(x)
 
-    def forward(self, audio: torch.Tensor | None = None, visual: torch.Tensor | None = None
+    def forward(self, audio: torch.Tensor | None = None, visual: torch.Tensor | None = None,
+                audio_ref: torch.Tensor | None = None, visual_ref: torch.Tensor | None = None
                 ) -> dict[str, torch.Tensor]:
+        """``{m}_ref``: the speaker's code frequencies ``(B, prod token_shape, K)``
+        (:mod:`vqmae.data.speaker_reference`); given, the code embeddings are centred on them."""
         given = {"audio": audio, "visual": visual}
+        refs = {"audio": audio_ref, "visual": visual_ref}
         for m, t in given.items():
             if t is not None and m not in self.specs:
                 raise ValueError(f"this encoder has no {m} input (modalities: {', '.join(self.specs)})")
-        x = {m: self.embed_patches(m, self.patchify(m, t)) for m, t in given.items() if t is not None}
+        x = {}
+        for m, t in given.items():
+            if t is None:
+                continue
+            ref = refs[m]
+            x[m] = self.embed_patches(m, self.patchify(m, t), reference=None if ref is None
+                                      else self.reference_patches(m, ref, t.shape[1]))
         if not x:
             raise ValueError("VQMAEEncoder.forward needs audio and/or visual tokens")
         return self.forward_tokens(x)

@@ -93,6 +93,9 @@ class PretrainConfig:
     masking: MaskingConfig = field(default_factory=MaskingConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    codebook_init: bool = True
+    """Start each modality's code embeddings from its tokenizer's codebook (standardised), so that
+    codes the tokenizer places close together start close together; False: random (the paper's)."""
     resume: bool = False
     """Continue from the newest checkpoint in --out (the same token store only)."""
 
@@ -111,6 +114,22 @@ def build_model_config(cfg: PretrainConfig, provenance: dict[str, dict[str, Any]
         hint = " (preset 'paper' keeps the published patch sizes; preset 'demo' or 'base' picks " \
                "fitting ones)" if cfg.preset == "paper" else ""
         raise PretrainError(f"{cfg.tokens}: {e}{hint}") from None
+
+
+def init_from_tokenizer_codebooks(encoder: torch.nn.Module, store, run_: Run | None = None) -> list[str]:
+    """Initialise ``encoder.embed[m]`` from the codebook of the tokenizer that made the store's
+    ``m`` tokens (where that tokenizer loads); returns the modalities initialised."""
+    from vqmae.evaluation.codes_probe import load_codebook
+
+    done = []
+    for m, emb in encoder.embed.items():
+        cb = load_codebook(store, m) if m in store.modalities else None
+        if cb is not None:
+            emb.init_from_codebook(torch.from_numpy(cb))
+            done.append(m)
+    if run_ is not None:
+        run_.info("code embeddings from the tokenizer codebooks: %s", ", ".join(done) or "none (random)")
+    return done
 
 
 def split_clips(store, clip_ids: list[int], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -331,6 +350,8 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
 
         torch.manual_seed(cfg.train.seed)
         model = VQMAEAV(mae_cfg)
+        if cfg.codebook_init:
+            init_from_tokenizer_codebooks(model.encoder, store, run_)
         n_params = sum(p.numel() for p in model.parameters())
         run_.info("VQ-MAE-AV (%s preset, %s fusion, modalities %s): %s parameters, %s patches per window",
                   cfg.preset, mae_cfg.fusion, "+".join(modalities), f"{n_params:,}",
