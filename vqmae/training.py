@@ -100,6 +100,9 @@ class TrainConfig:
     """Data parallel only: allow steps in which some parameters get no gradient (a modality left
     out of a batch, a head's stand-in for an absent modality). Costs a graph walk per step."""
     seed: int = setting(0, ge=0, help="Seed of sampling, initialisation and masks.")
+    deterministic: bool = True
+    """Deterministic torch kernels (``torch.use_deterministic_algorithms``): the same seed gives
+    the same numbers run after run; false may be faster on GPU."""
     num_workers: int = setting(0, ge=0, help="DataLoader worker processes (0 = load in the main process).")
     log_every: int = setting(10, ge=1, help="Log training metrics every N optimizer steps.")
     checkpoint_every: int = setting(0, ge=0, help="Save resumable state every N optimizer steps "
@@ -361,7 +364,7 @@ def fit(
         plan.peak_lr, "set" if cfg.lr > 0 else f"base_lr {cfg.base_lr:g} × {plan.effective_batch}/256",
         plan.total_steps, plan.steps_per_epoch, plan.warmup, acc.mixed_precision, torch.get_num_threads(),
     )
-    seed_everything(cfg.seed)
+    seed_everything(cfg.seed, cfg.deterministic)
     opt = optimizer or make_optimizer(model, cfg, plan.peak_lr)
     model, opt = acc.prepare(model, opt)
     unwrapped = acc.unwrap_model(model)
