@@ -29,20 +29,22 @@ REF_SUFFIX = "_ref"
 """A batch's reference for modality ``m`` is ``batch[m + REF_SUFFIX]``."""
 
 
+def position_code_counts(tokens: np.ndarray, codebook_size: int) -> np.ndarray:
+    """Frames ``(F, *S)`` → int64 ``(prod S * K,)``: how often each code appears at each position."""
+    flat = np.asarray(tokens, dtype=np.int64).reshape(tokens.shape[0], -1)  # (F, P)
+    P = flat.shape[1]
+    if flat.size and (flat.max() >= codebook_size or flat.min() < 0):
+        raise ValueError(f"code index outside the codebook of {codebook_size}")
+    return np.bincount((flat + np.arange(P) * codebook_size).ravel(), minlength=P * codebook_size)
+
+
 def code_frequencies(token_arrays: Iterable[np.ndarray], codebook_size: int) -> np.ndarray:
     """Frames ``(F_i, *S)`` of one speaker → float32 ``(prod S, K)``: per position, the share of
     frames using each code (rows sum to 1; a speaker without frames gets uniform rows)."""
     counts: np.ndarray | None = None
     for arr in token_arrays:
-        flat = np.asarray(arr, dtype=np.int64).reshape(arr.shape[0], -1)  # (F, P)
-        P = flat.shape[1]
-        if counts is None:
-            counts = np.zeros(P * codebook_size, dtype=np.int64)
-        if flat.size:
-            if flat.max() >= codebook_size or flat.min() < 0:
-                raise ValueError(f"code index outside the codebook of {codebook_size}")
-            counts += np.bincount((flat + np.arange(P) * codebook_size).ravel(),
-                                  minlength=P * codebook_size)
+        c = position_code_counts(arr, codebook_size)
+        counts = c if counts is None else counts + c
     if counts is None:
         raise ValueError("no token frames given")
     freq = counts.reshape(-1, codebook_size).astype(np.float64)

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from vqmae.data.speaker_reference import position_code_counts
 from vqmae.data.token_store import TokenStore
 from vqmae.evaluation.logreg_probe import (
     fit_linear,
@@ -78,10 +79,7 @@ def clip_code_features(tokens: np.ndarray, codebook: np.ndarray | None, modality
     """Tokens ``(T, *token_shape)`` → statistics ``(F,)`` of their codebook vectors over time;
     ``codebook`` None: the code histogram of every token position ``(P * codebook_size,)``."""
     if codebook is None:
-        flat = tokens.reshape(tokens.shape[0], -1).astype(np.int64)
-        P = flat.shape[1]
-        hist = np.bincount((flat + codebook_size * np.arange(P)).ravel(), minlength=P * codebook_size)
-        return hist.astype(np.float32) / max(len(flat), 1)
+        return position_code_counts(tokens, codebook_size).astype(np.float32) / max(len(tokens), 1)
     v = codebook[tokens.astype(np.int64)].reshape(tokens.shape[0], -1).astype(np.float32)
     d = np.abs(np.diff(v, axis=0)).mean(0) if len(v) > 1 else np.zeros(v.shape[1], np.float32)
     parts = [v.mean(0), v.std(0), d]

@@ -222,7 +222,7 @@ class EmotionClassifier(PretrainedModel):
         x = codes(tokens.long()).flatten(2, -2)  # (B, T, prod S, e)
         mean, std = x.mean(1), x.std(1, correction=0)
         if reference is not None and self.config.speaker_norm:
-            mean = mean - reference.to(codes.weight.dtype) @ codes.weight
+            mean = mean - self.encoder.expected_embeddings(modality, reference)
         return torch.cat([mean.flatten(1), std.flatten(1)], 1)
 
     def get_classifier(self) -> nn.Module:

@@ -143,16 +143,22 @@ class VQMAEEncoder(nn.Module):
                     -1, -1, *reference.shape[2:]))
         return self.embed[modality](patches, reference) + pos + self.modality_embed[modality]
 
-    def reference_patches(self, modality: str, frequencies: torch.Tensor, frames: int) -> torch.Tensor:
+    def expected_embeddings(self, modality: str, frequencies: torch.Tensor) -> torch.Tensor:
         """A speaker's code frequencies ``(B, prod token_shape, K)`` -> the expected code embedding
-        at every index of every patch of a ``frames``-long window, ``(B, N, P, e)``."""
+        at every token position ``(B, prod token_shape, e)``."""
         spec, codes = self.specs[modality], self.embed[modality].codes.weight
-        K, e = codes.shape
+        K = codes.shape[0]
         if frequencies.shape[1:] != (math.prod(spec.token_shape), K):
             raise ValueError(f"{modality} reference of shape {tuple(frequencies.shape[1:])}; this encoder "
                              f"needs ({math.prod(spec.token_shape)}, {K}) (positions x codes)")
-        expected = frequencies.to(codes.dtype) @ codes  # (B, prod S, e)
-        grid = expected.unflatten(1, spec.token_shape).unsqueeze(1)  # (B, 1, *S, e)
+        return frequencies.to(codes.dtype) @ codes
+
+    def reference_patches(self, modality: str, frequencies: torch.Tensor, frames: int) -> torch.Tensor:
+        """A speaker's code frequencies ``(B, prod token_shape, K)`` -> the expected code embedding
+        at every index of every patch of a ``frames``-long window, ``(B, N, P, e)``."""
+        spec = self.specs[modality]
+        e = self.embed[modality].codes.weight.shape[1]
+        grid = self.expected_embeddings(modality, frequencies).unflatten(1, spec.token_shape).unsqueeze(1)
         grid = grid.expand(-1, frames, *grid.shape[2:])
         return patchify(grid, (*spec.patch, e)).unflatten(-1, (spec.indices, e))
 
