@@ -75,23 +75,29 @@ def _seed(*parts: Any) -> int:
     return zlib.crc32("|".join(map(str, parts)).encode())
 
 
-def default_audio_loader(store: TokenStore) -> Callable[[int], np.ndarray]:
-    """Clip index → the clean waveform the store's audio tokens were made from (float32 ``(S,)``)."""
+def default_audio_loader(store: TokenStore, sample_rate: int | None = None) -> Callable[[int], np.ndarray]:
+    """Clip index → the clean waveform the store's audio tokens were made from (float32 ``(S,)``;
+    at ``sample_rate`` if given, else the store's). The media file is the clip's manifest row under
+    the dataset root its ``dataset.json`` records; a file not there (a moved corpus) is a
+    :class:`StoreError` naming it."""
     from vqmae.data.manifest import read_manifest
 
     manifest = store.meta.get("manifest", "")
     if not manifest or not Path(manifest).exists():
-        raise StoreError(f"{store.root}: noise robustness needs the media files, but the store's manifest "
+        raise StoreError(f"{store.root}: the media files are needed, but the store's manifest "
                          f"'{manifest}' is not found")
     m = read_manifest(manifest)
     by_id = m.by_id()
     # faces are not needed: the audio-only path gives the samples of the full path
-    clip_cfg = resolve_clip_config(store.meta.get("clip_config", {}), detect_faces=False)
+    clip_cfg = resolve_clip_config(store.meta.get("clip_config", {}), detect_faces=False, sample_rate=sample_rate)
 
     def load(i: int) -> np.ndarray:
         c = store.clips[i]
         rec = by_id.get(c.id)
         path = m.media_path(rec) if rec is not None else Path(m.root) / c.path
+        if not path.is_file():
+            raise StoreError(f"{path}: media file of clip '{c.id}' not found (dataset root {m.root}, from "
+                             f"{Path(manifest).parent / 'dataset.json'}; was the corpus moved?)")
         clip = load_clip(str(path), clip_cfg, modalities=("audio",), check=False)
         return np.asarray(clip.audio, dtype=np.float32)
 
@@ -113,31 +119,21 @@ def load_audio_tokenizer(store: TokenStore):
     return tok
 
 
-class NoisyAudioTokens:
-    """Noisy re-tokenized audio tokens per (noise type, SNR), computed once per clip and cached."""
+class NoisyAudio:
+    """Noisy waveforms per (noise type, SNR, clip), seeded by (seed, clip id, type, SNR); the clean
+    waveforms (``audio_loader``, default :func:`default_audio_loader`) are cached."""
 
-    def __init__(self, store: TokenStore, tokenizer: Any = None,
-                 audio_loader: Callable[[int], np.ndarray] | None = None, seed: int = 0, talkers: int = 6):
+    def __init__(self, store: TokenStore, audio_loader: Callable[[int], np.ndarray] | None = None,
+                 seed: int = 0, talkers: int = 6):
         self.store = store
-        self.tokenizer = tokenizer if tokenizer is not None else load_audio_tokenizer(store)
         self.load = audio_loader or default_audio_loader(store)
         self.seed, self.talkers = seed, talkers
         self._clean: dict[int, np.ndarray] = {}
-        self._tokens: dict[tuple[str, float], dict[int, np.ndarray]] = {}
-        self.agreement: dict[str, float] = {}
 
     def clean(self, i: int) -> np.ndarray:
         if i not in self._clean:
             self._clean[i] = self.load(i)
         return self._clean[i]
-
-    def _encode(self, wave: np.ndarray, frames: int) -> np.ndarray:
-        tok = self.tokenizer
-        with torch.inference_mode():
-            codes = tok.encode(tok.prepare(torch.from_numpy(wave))).cpu().numpy()
-        if codes.shape[0] < frames:  # a frame short (rounding): repeat the last one
-            codes = np.concatenate([codes, np.repeat(codes[-1:], frames - codes.shape[0], 0)])
-        return codes[:frames].astype(np.uint16)
 
     def _babble_sources(self, i: int, rng: np.random.Generator, pool: Sequence[int]) -> list[np.ndarray]:
         spk = self.store.speakers[i]
@@ -146,6 +142,38 @@ class NoisyAudioTokens:
             others = [j for j in range(len(self.store)) if self.store.speakers[j] != spk]
         picks = rng.choice(others, size=min(len(others), self.talkers), replace=False) if others else []
         return [self.clean(int(j)) for j in picks]
+
+    def noisy(self, kind: str, snr_db: float, i: int, pool: Sequence[int]) -> np.ndarray:
+        """float32 ``(S,)``: clip ``i`` with ``kind`` noise at ``snr_db``, peak-normalised again;
+        babble from clips of ``pool`` spoken by other speakers."""
+        if kind not in NOISE_TYPES:
+            raise ValueError(f"unknown noise '{kind}' (choose from {', '.join(NOISE_TYPES)})")
+        clean = self.clean(i)
+        rng = np.random.default_rng(_seed(self.seed, self.store.ids[i], kind, snr_db))
+        if kind == "white":
+            noise = white_noise(clean.size, rng)
+        else:
+            noise = babble_noise(clean.size, self._babble_sources(i, rng, pool), rng, self.talkers)
+        return peak_normalize(mix_at_snr(clean, noise, snr_db))
+
+
+class NoisyAudioTokens(NoisyAudio):
+    """Noisy re-tokenized audio tokens per (noise type, SNR), computed once per clip and cached."""
+
+    def __init__(self, store: TokenStore, tokenizer: Any = None,
+                 audio_loader: Callable[[int], np.ndarray] | None = None, seed: int = 0, talkers: int = 6):
+        self.tokenizer = tokenizer if tokenizer is not None else load_audio_tokenizer(store)
+        super().__init__(store, audio_loader, seed, talkers)
+        self._tokens: dict[tuple[str, float], dict[int, np.ndarray]] = {}
+        self.agreement: dict[str, float] = {}
+
+    def _encode(self, wave: np.ndarray, frames: int) -> np.ndarray:
+        tok = self.tokenizer
+        with torch.inference_mode():
+            codes = tok.encode(tok.prepare(torch.from_numpy(wave))).cpu().numpy()
+        if codes.shape[0] < frames:  # a frame short (rounding): repeat the last one
+            codes = np.concatenate([codes, np.repeat(codes[-1:], frames - codes.shape[0], 0)])
+        return codes[:frames].astype(np.uint16)
 
     def tokens(self, kind: str, snr_db: float, clips: Sequence[int], pool: Sequence[int] | None = None
                ) -> dict[int, np.ndarray]:
@@ -157,16 +185,8 @@ class NoisyAudioTokens:
         cache = self._tokens.setdefault((kind, float(snr_db)), {})
         pool = list(pool if pool is not None else range(len(self.store)))
         for i in clips:
-            if i in cache:
-                continue
-            clean = self.clean(i)
-            rng = np.random.default_rng(_seed(self.seed, self.store.ids[i], kind, snr_db))
-            if kind == "white":
-                noise = white_noise(clean.size, rng)
-            else:
-                noise = babble_noise(clean.size, self._babble_sources(i, rng, pool), rng, self.talkers)
-            mixed = peak_normalize(mix_at_snr(clean, noise, snr_db))
-            cache[i] = self._encode(mixed, int(self.store.frames("audio")[i]))
+            if i not in cache:
+                cache[i] = self._encode(self.noisy(kind, snr_db, i, pool), int(self.store.frames("audio")[i]))
         return {i: cache[i] for i in clips}
 
     def check_clean(self, clips: Sequence[int]) -> float:
