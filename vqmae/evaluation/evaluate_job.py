@@ -73,6 +73,8 @@ def check_store(store, model, info: dict[str, Any], task: Task, where: str) -> N
     from vqmae.data.token_store import StoreError
 
     for m in model.modalities:
+        if m == "wave":  # a waveform model (VSSL): its audio comes from the store's media files
+            continue
         fp = (info.get("tokenizers", {}).get(m) or {}).get("fingerprint")
         try:
             if fp:
@@ -98,7 +100,8 @@ def clips_of(store, info: dict[str, Any], split: str, task: Task) -> list[int]:
 def run(cfg: EvaluateConfig) -> dict[str, Any]:
     from vqmae.data.token_store import StoreError, TokenStore
     from vqmae.evaluation.plots import plot_confusion
-    from vqmae.mae.classifier import load_classifier
+    from vqmae.evaluation.robustness import NoisyInputs
+    from vqmae.vssl.harness import load_fold_model
 
     if not cfg.model:
         raise UserError("--model is required")
@@ -113,7 +116,7 @@ def run(cfg: EvaluateConfig) -> dict[str, Any]:
     task = None
     noisy = None
     for k, folder in enumerate(folders):
-        model, info = load_classifier(folder)
+        model, info = load_fold_model(folder)
         task = task_of(info)
         path = cfg.tokens or info.get("store", "")
         if not path:
@@ -144,19 +147,14 @@ def run(cfg: EvaluateConfig) -> dict[str, Any]:
             cm_total = cm if cm_total is None else cm_total + cm
         log.info("%s: %s", folder, ", ".join(f"{k2} {v:.4g}" for k2, v in metrics.items() if k2 != "selection"))
         if cfg.noise:
-            if "audio" not in mods:
+            if "audio" not in mods and "wave" not in mods:
                 raise UserError("noise robustness needs a model given audio input")
-            from vqmae.evaluation.noise import NoisyAudioTokens
-
             if noisy is None or noisy.store is not store:
-                try:
-                    noisy = NoisyAudioTokens(store, seed=cfg.seed, talkers=cfg.babble_talkers)
-                except (StoreError, FileNotFoundError) as e:
-                    raise UserError(f"noise robustness: {e}") from None
+                noisy = NoisyInputs(store, cfg.seed, cfg.babble_talkers)
             for kind in cfg.noise:
                 for snr in cfg.snr_db:
-                    m, _, _ = evaluate_model(model, noisy.store_for(kind, snr, clips), range(len(clips)), task,
-                                             cfg.window_seconds, cfg.stride_seconds, cfg.batch_size, mods)
+                    m = noisy.evaluate(model, kind, snr, clips, task, cfg.window_seconds, cfg.stride_seconds,
+                                       cfg.batch_size, mods, pool=clips)
                     noise_per.setdefault((kind, float(snr)), []).append(m)
     assert task is not None
     name = f"{Path(cfg.model).name} ({'+'.join(cfg.modalities) or 'own inputs'}, {cfg.split})"

@@ -147,7 +147,8 @@ def make_experiments(cfg: FinetuneConfig, builders: Builders, store: TokenStore,
                      fraction: float = 1.0, names: list[str] | None = None,
                      modality_names: list[str] | None = None) -> list[Experiment]:
     """The experiments × modality sets to run (``init=none``: ``scratch`` and ``codes`` only)."""
-    info = model_info(store, task, cfg.init if builders.pretrained else "none", builders.window_seconds)
+    info = model_info(store, task, cfg.init if builders.pretrained else "none", builders.window_seconds,
+                      "wave" if builders.vssl else "tokens")
     wanted = list(names or cfg.experiments)
     if not builders.pretrained:
         dropped = [e for e in wanted if e not in ("scratch", "codes")]
@@ -173,7 +174,7 @@ def make_experiments(cfg: FinetuneConfig, builders: Builders, store: TokenStore,
                 continue
             build = builders(mods, pretrained=e != "scratch", head="mean" if e == "logreg" else None)
             key = {"experiment": e, "modalities": list(mods), "init": cfg.init if e != "scratch" else "none",
-                   "arch": config_to_dict(builders.mae_cfg), "fraction": fraction, "store": str(store.root),
+                   "arch": config_to_dict(builders.arch_config), "fraction": fraction, "store": str(store.root),
                    "protocol": key_cfg if e != "logreg" else logreg_key}
             exps.append(Experiment(f"{e}-{mname}", build, "train" if e in ("finetune", "scratch") else e,  # type: ignore[arg-type]
                                    DESCRIPTIONS[e], mods, fraction, info, key))
@@ -242,6 +243,10 @@ def run(cfg: FinetuneConfig) -> dict[str, Any]:
     except ValueError as e:
         raise UserError(str(e)) from None
     folds, folds_source = load_folds(cfg, store, out)
+    from vqmae.vssl.harness import check_vssl_settings, is_vssl_folder
+
+    if cfg.init not in ("", "none") and is_vssl_folder(cfg.init):
+        check_vssl_settings(cfg, cfg.init)  # the VSSL encoder reads audio only
     builders = Builders(cfg.init, store, task, cfg.head, cfg.arch, cfg.window_seconds, cfg.speaker_norm,
                         cfg.code_readout, cfg.codebook_init)
     if cfg.window_seconds and abs(cfg.window_seconds - builders.window_seconds) > 1e-9:

@@ -15,7 +15,6 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from vqmae.data.speaker_reference import reference_inputs, with_speaker_reference
-from vqmae.data.token_dataset import TokenDataset
 from vqmae.data.token_store import TokenStore
 from vqmae.evaluation.losses import CCCLoss, make_class_loss
 from vqmae.evaluation.protocol import ProtocolConfig
@@ -26,6 +25,7 @@ from vqmae.evaluation.scoring import (
     prediction_rows,
     printable,
     score,
+    window_dataset,
 )
 from vqmae.evaluation.splits import (
     RepeatDataset,
@@ -72,14 +72,18 @@ def make_loss_fn(task: Task, cfg: ProtocolConfig, modalities: Sequence[str]):
 
 
 def _datasets(store: TokenStore, ids: dict[str, list[int]], modalities: Sequence[str], window: float,
-              cfg: ProtocolConfig) -> dict[str, TokenDataset]:
+              cfg: ProtocolConfig, model: nn.Module | None = None) -> dict[str, Dataset]:
+    """Random training windows; every window (``eval_stride_seconds``) of the val / test / training
+    clips for scoring. Token windows, or waveform windows for a model that reads ``wave``."""
     stride = cfg.eval_stride_seconds or None
-    mods = tuple(modalities)
-    return {
-        "train": TokenDataset(store, ids["train"], window, "random", mods, seed=cfg.train.seed),
-        "val": TokenDataset(store, ids["val"], window, "all", mods, stride_seconds=stride),
-        "test": TokenDataset(store, ids["test"], window, "all", mods, stride_seconds=stride),
-    }
+
+    def every_window(clips: list[int]) -> Dataset:
+        return window_dataset(store, clips, window, "all", modalities, stride_seconds=stride, model=model)
+
+    return {"train": window_dataset(store, ids["train"], window, "random", modalities, seed=cfg.train.seed,
+                                    model=model),
+            "val": every_window(ids["val"]), "test": every_window(ids["test"]),
+            "train_eval": every_window(ids["train"])}
 
 
 def train_fold(model: nn.Module, store: TokenStore, fold: Any, task: Task, cfg: ProtocolConfig,
@@ -95,7 +99,7 @@ def train_fold(model: nn.Module, store: TokenStore, fold: Any, task: Task, cfg: 
     warnings = fold_warnings(store, fold, ids)
     mods = tuple(model.modalities)
     window = model_window_seconds(model, cfg.window_seconds)
-    ds = _datasets(store, ids, mods, window, cfg)
+    ds = _datasets(store, ids, mods, window, cfg, model)
     train_ds: Dataset = with_speaker_reference(ds["train"], model)
     min_items = cfg.min_train_batches * cfg.train.batch_size * cfg.train.grad_accum
     if len(train_ds) < min_items:  # type: ignore[arg-type]
@@ -125,9 +129,7 @@ def train_fold(model: nn.Module, store: TokenStore, fold: Any, task: Task, cfg: 
         model = res.model
         t_train = time.perf_counter() - t0
         # ---- how well the selected model fits its own training speakers (every window, as test)
-        train_eval = TokenDataset(store, ids["train"], window, "all", mods,
-                                  stride_seconds=cfg.eval_stride_seconds or None)
-        train_metrics = score(predict_clips(model, train_eval, task, cfg.eval_batch_size), task)[0]
+        train_metrics = score(predict_clips(model, ds["train_eval"], task, cfg.eval_batch_size), task)[0]
         # ---- the test split, scored once with the selected model
         pred = predict_clips(model, ds["test"], task, cfg.eval_batch_size)
         test, cm = score(pred, task)

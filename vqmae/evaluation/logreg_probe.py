@@ -26,6 +26,7 @@ from vqmae.evaluation.scoring import (
     model_window_seconds,
     prediction_rows,
     score,
+    window_dataset,
 )
 from vqmae.evaluation.splits import fold_clips, fold_title, fold_warnings, speakers_of, subsample
 from vqmae.evaluation.task import Task, finite
@@ -219,8 +220,8 @@ def logreg_fold(model: nn.Module, store: TokenStore, fold: Any, task: Task, cfg:
     X, order = {}, {}
     for s in ("train", "val", "test"):
         if ids[s]:
-            c, x = clip_features(model, TokenDataset(store, ids[s], window, "all", mods, stride_seconds=stride),
-                                 cfg.eval_batch_size)
+            ds = window_dataset(store, ids[s], window, "all", mods, stride_seconds=stride, model=model)
+            c, x = clip_features(model, ds, cfg.eval_batch_size)  # type: ignore[arg-type]
             order[s], X[s] = c, x
     Z = standardize_splits(X, order, store, cfg.speaker_norm)
     out, chosen = fit_linear(Z, order, store, task, cfg)

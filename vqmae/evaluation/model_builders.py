@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vqmae.checkpoint import CONFIG_NAME, PICKLE_SUFFIXES, ModelFolderError, read_model_config
 from vqmae.data.clips import WINDOW_SECONDS
@@ -15,6 +15,9 @@ from vqmae.errors import UserError
 from vqmae.evaluation.task import Task
 from vqmae.hub import store_tokenizer_record
 from vqmae.runs import log
+
+if TYPE_CHECKING:
+    from vqmae.vssl.harness import VSSLBuilders
 
 WEIGHTS_NAME = "model.safetensors"
 
@@ -61,11 +64,15 @@ def mae_fingerprints(init: str) -> dict[str, str]:
             if isinstance(p, dict) and isinstance(p.get("fingerprint"), str)}
 
 
-def model_info(store: TokenStore, task: Task, init: str, window_seconds: float) -> dict[str, Any]:
-    """What a saved fold model records so that ``evaluate`` and ``predict`` can use it alone."""
+def model_info(store: TokenStore, task: Task, init: str, window_seconds: float,
+               inputs: str = "tokens") -> dict[str, Any]:
+    """What a saved fold model records so that ``evaluate`` and ``predict`` can use it alone.
+    ``inputs="wave"`` (a VSSL model): no tokenizers; its audio is the store's media files."""
     return {
         "task": {"kind": task.kind, "classes": task.classes, "target_names": task.target_names},
-        "tokenizers": {m: store_tokenizer_record(store.provenance[m]) for m in store.modalities},
+        "inputs": inputs,
+        "tokenizers": {m: store_tokenizer_record(store.provenance[m]) for m in store.modalities}
+        if inputs == "tokens" else {},
         "clip_config": dict(store.meta.get("clip_config", {})),
         "store": str(store.root),
         "init": init,
@@ -76,7 +83,8 @@ def model_info(store: TokenStore, task: Task, init: str, window_seconds: float) 
 class Builders:
     """Fresh models for each fold: pretrained (from ``init``) or random init of the same
     architecture. ``init`` in ("", "none"): the architecture is the MAE preset ``arch`` fitted to
-    the store's token shapes (``window_seconds`` 0 = 2 s)."""
+    the store's token shapes (``window_seconds`` 0 = 2 s). A VSSL folder as ``init``: waveform
+    models on its audio encoder (``self.vssl``, :mod:`vqmae.vssl.harness`)."""
 
     def __init__(self, init: str, store: TokenStore, task: Task, head: str = "attention",
                  arch: str = "demo", window_seconds: float = 0.0, speaker_norm: bool = False,
@@ -87,6 +95,8 @@ class Builders:
         self.init, self.store, self.task, self.head = init, store, task, head
         self.speaker_norm, self.code_readout, self.codebook_init = speaker_norm, code_readout, codebook_init
         self._codebooks: dict[str, Any] | None = None
+        self.vssl: VSSLBuilders | None = None
+        self.mae_cfg: Any = None
         self.pretrained = init not in ("", "none")
         if self.pretrained:
             from vqmae.hub import resolve_model_folder
@@ -96,6 +106,11 @@ class Builders:
             except ModelFolderError as e:
                 raise UserError(f"--init {e}") from None
             check_init_folder(init)
+            from vqmae.vssl.harness import VSSLBuilders, is_vssl_folder
+
+            if is_vssl_folder(init):  # a VSSL audio encoder: waveform models (vqmae.vssl.harness)
+                self.vssl = VSSLBuilders(init, task, head, window_seconds)
+                return
             try:
                 self.mae_cfg = mae_config_of(init)
                 check_mae_fits_store(self.mae_cfg, store, init)
@@ -106,12 +121,19 @@ class Builders:
 
     @property
     def window_seconds(self) -> float:
-        return float(self.mae_cfg.window_seconds)
+        return self.vssl.window_seconds if self.vssl else float(self.mae_cfg.window_seconds)
+
+    @property
+    def arch_config(self) -> Any:
+        """The architecture config of the models built (what an experiment's cache key records)."""
+        return self.vssl.arch_config if self.vssl else self.mae_cfg
 
     def __call__(self, modalities: tuple[str, ...], pretrained: bool, head: str | None = None
                  ) -> Callable[[], Any]:
         from vqmae.mae.classifier import ClassifierConfig, EmotionClassifier, encoder_config_for
 
+        if self.vssl is not None:
+            return self.vssl(modalities, pretrained, head)
         t = self.task
         fields = dict(modalities=modalities, num_classes=t.num_classes, num_targets=t.num_targets,
                       classes=list(t.classes), target_names=list(t.target_names), head=head or self.head,

@@ -57,12 +57,16 @@ def load_models(path: str) -> list[tuple[Any, dict[str, Any]]]:
     """The classifier(s) of a model folder or experiment folder, with their info."""
     from vqmae.checkpoint import ModelFolderError
     from vqmae.evaluation.evaluate_job import model_folders
-    from vqmae.mae.classifier import load_classifier
+    from vqmae.vssl.harness import load_fold_model, reads_waves
 
     try:
-        return [load_classifier(f) for f in model_folders(path)]
+        models = [load_fold_model(f) for f in model_folders(path)]
     except ModelFolderError as e:
         raise ConfigError(f"model: {e}") from None
+    if any(reads_waves(m) for m, _ in models):
+        raise ConfigError(f"model: {path} holds waveform (VSSL) fold models, which `vqmae predict` does not run "
+                          f"yet; score them on a token store's clips with `vqmae evaluate --model {path}`")
+    return models
 
 
 def model_tokenizers(info: dict[str, Any], modalities: list[str], overrides: dict[str, str],

@@ -3,7 +3,7 @@ mode of :class:`TokenDataset`), outputs averaged per clip, then WAR/UAR/macro-F1
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from vqmae.data.speaker_reference import (
     SpeakerReferenceDataset,
@@ -125,10 +125,32 @@ def score(pred: ClipPredictions, task: Task) -> tuple[dict[str, float], np.ndarr
     return metrics, cm
 
 
+def window_dataset(store: TokenStore, clips: Sequence[int], window_seconds: float, mode: str,
+                   modalities: Sequence[str], *, seed: int = 0, stride_seconds: float | None = None,
+                   model: nn.Module | None = None, audio_loader: Callable[[int], np.ndarray] | None = None
+                   ) -> Dataset:
+    """The harness's windows of ``clips`` for a model's inputs: token windows
+    (:class:`TokenDataset`), or for a model that reads ``wave`` (the VSSL audio encoder) waveform
+    windows (:class:`vqmae.vssl.wave_dataset.WaveDataset`, at the model's sample rate; its audio
+    from ``audio_loader`` when given)."""
+    if tuple(modalities) == ("wave",):
+        from vqmae.vssl.wave_dataset import WaveDataset
+
+        enc = getattr(getattr(model, "config", None), "encoder", None)
+        return WaveDataset(store, clips, window_seconds, mode, seed,  # type: ignore[arg-type]
+                           stride_seconds=stride_seconds, sample_rate=getattr(enc, "sample_rate", 16000),
+                           loader=audio_loader)
+    return TokenDataset(store, clips, window_seconds, mode, tuple(modalities), seed=seed,  # type: ignore[arg-type]
+                        stride_seconds=stride_seconds)
+
+
 def model_window_seconds(model: nn.Module, requested: float = 0.0) -> float:
-    """The window the model expects (its encoder config), or ``requested``."""
+    """The window the model expects (its config's or its encoder config's), or ``requested``."""
     if requested > 0:
         return requested
+    own = getattr(getattr(model, "config", None), "window_seconds", None)
+    if own:
+        return float(own)
     cfg = getattr(getattr(model, "config", None), "encoder", None)
     if cfg is not None and hasattr(cfg, "window_seconds"):
         return float(cfg.window_seconds)
@@ -152,13 +174,14 @@ def prediction_rows(store: TokenStore, pred: ClipPredictions, task: Task) -> lis
 
 def evaluate_model(model: nn.Module, store: TokenStore, clips: Sequence[int], task: Task,
                    window_seconds: float = 0.0, stride_seconds: float = 0.0, batch_size: int = 64,
-                   modalities: Sequence[str] | None = None
+                   modalities: Sequence[str] | None = None, audio_loader: Callable[[int], np.ndarray] | None = None
                    ) -> tuple[dict[str, float], np.ndarray | None, ClipPredictions]:
     """Score ``model`` on ``clips`` of ``store`` with deterministic windows (all windows of each clip,
-    averaged). ``modalities`` below the model's evaluates it with a modality missing."""
+    averaged). ``modalities`` below the model's evaluates it with a modality missing;
+    ``audio_loader`` (clip index -> waveform) replaces the clean audio of a waveform model."""
     mods = tuple(modalities or model.modalities)
-    ds = TokenDataset(store, list(clips), model_window_seconds(model, window_seconds), "all", mods,
-                      stride_seconds=stride_seconds or None)
+    ds = window_dataset(store, list(clips), model_window_seconds(model, window_seconds), "all", mods,
+                        stride_seconds=stride_seconds or None, model=model, audio_loader=audio_loader)
     pred = predict_clips(model, ds, task, batch_size, modalities=mods)
     metrics, cm = score(pred, task)
     return metrics, cm, pred

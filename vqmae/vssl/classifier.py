@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -32,6 +32,8 @@ class VSSLClassifierConfig:
     num_targets: int = setting(0, ge=0, help="continuous outputs after the logits (e.g. arousal, valence)")
     pooling: Literal["attention", "mean"] = "attention"
     dropout: float = setting(0.1, ge=0, lt=1, help="dropout before the output layer")
+    window_seconds: float = setting(2.0, gt=0, help=(
+        "audio window the harness trains and scores on (the encoder itself takes any length)"))
 
     def __post_init__(self) -> None:
         if isinstance(self.encoder, dict):
@@ -53,6 +55,8 @@ class VSSLClassifier(PretrainedModel):
         self.norm = nn.LayerNorm(d)
         self.drop = nn.Dropout(config.dropout)
         self.head = nn.Linear(d, config.num_classes + config.num_targets)
+        self.info: dict[str, Any] = {}
+        """What ``vqmae finetune`` records with a saved fold model (task, clip settings, fold)."""
 
     @classmethod
     def from_encoder(cls, folder: str | Path | AudioEncoder, **settings) -> VSSLClassifier:
@@ -61,6 +65,9 @@ class VSSLClassifier(PretrainedModel):
         model = cls(VSSLClassifierConfig(encoder=enc.config, **settings))
         model.encoder.load_state_dict(enc.state_dict())
         return model.train()
+
+    def extra_metadata(self) -> dict[str, Any]:
+        return {"info": self.info} if self.info else {}
 
     def freeze_encoder(self) -> None:
         for p in self.encoder.parameters():
