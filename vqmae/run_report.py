@@ -301,8 +301,10 @@ def build_report(run_dir: str | Path, ladder: bool = True) -> tuple[Path, Path]:
     doc = Document(f"vqmae report — {run.name}")
     _verdict_section(doc, run)
     doc.paragraph(f"Run folder `{run}`. Numbers below are read from the files each stage wrote.")
+    from vqmae.vssl.report import vssl_section
+
     for section in (_stages_section, _dataset_section, _tokenizer_section, _store_section,
-                    _pretrain_section, _finetune_section):
+                    _pretrain_section, _finetune_section, vssl_section):
         section(doc, run)
     _ladder_section(doc, run, compute=ladder)
     return doc.write(run)
