@@ -197,3 +197,26 @@ def test_code_readout_and_codebook_init(tmp_path):
     assert w[:, 3:].abs().sum() == 0
     with pytest.raises(ValueError, match="codebook of"):
         emb.init_from_codebook(codebook[:5])
+
+
+def test_position_statistics_keep_positions_and_ignore_time_order():
+    """Frozen features for probes: per patch position, mean and std over the window's time steps
+    of the encoder outputs; the same numbers whatever the order of the time steps, different
+    ones when two positions swap their outputs."""
+    cfg = mae_preset("tiny")
+    torch.manual_seed(0)
+    model = EmotionClassifier(ClassifierConfig(encoder=cfg, num_classes=3)).eval()
+    with torch.no_grad():
+        feats = model.forward_features(**tokens(cfg))
+    stats = model.position_statistics(feats)
+    sizes = {m: feats[m].shape[1] // cfg.spec(m).grid[0] for m in cfg.modalities}  # P_m
+    assert stats.shape == (B, sum(2 * p * cfg.width for p in sizes.values()))
+    a = feats["audio"].reshape(B, cfg.spec("audio").grid[0], sizes["audio"], cfg.width)
+    torch.testing.assert_close(stats[:, : sizes["audio"] * cfg.width], a.mean(1).flatten(1))
+    torch.testing.assert_close(stats[:, sizes["audio"] * cfg.width: 2 * sizes["audio"] * cfg.width],
+                               a.std(1, correction=0).flatten(1))
+    shuffled = dict(feats, audio=a.flip(1).reshape(B, -1, cfg.width))  # time steps reversed
+    torch.testing.assert_close(model.position_statistics(shuffled), stats)
+    moved = dict(feats, audio=a.flip(2).reshape(B, -1, cfg.width))  # positions swapped
+    assert not torch.allclose(model.position_statistics(moved), stats)
+    assert model.position_statistics({"visual": feats["visual"]}).shape[1] == 2 * sizes["visual"] * cfg.width

@@ -3,7 +3,7 @@ fold, then label efficiency and noise robustness if asked; results in ``OUT/resu
 
 Experiments: ``finetune`` (the pretrained encoder, all weights trained), ``scratch`` (the same
 architecture from random init), ``probe`` (pretrained encoder frozen, head trained), ``logreg``
-(scikit-learn logistic regression on frozen mean-pooled features), ``codes`` (a linear probe on
+(scikit-learn logistic regression on frozen encoder features, per patch position), ``codes`` (a linear probe on
 tokenizer codebook statistics, no encoder: :mod:`vqmae.evaluation.codes_probe`). ``init=none``:
 no pretrained model; the architecture comes from ``arch`` (an MAE preset fitted to the store) and only
 ``scratch`` and ``codes`` run.
@@ -38,7 +38,7 @@ DESCRIPTIONS = {
     "finetune": "pretrained VQ-MAE-AV, fine-tuned",
     "scratch": "same architecture, random init (supervised from scratch)",
     "probe": "pretrained encoder frozen, attention head trained",
-    "logreg": "logistic regression on frozen mean-pooled features",
+    "logreg": "logistic regression on frozen encoder features (per patch position, mean / std over time)",
     "codes": "linear probe on tokenizer codebook statistics",
 }
 EXPERIMENTS = tuple(DESCRIPTIONS)

@@ -10,8 +10,9 @@ media                       the tokenizer's input: log band-energy statistics of
 tokenizer decodings         the same statistics of ``decode(encode(input))``
 codes                       per token position: mean / std / mean |change| of the clips' codebook
                             vectors over time (the ``codes`` experiment's features)
-untrained encoder           mean-pooled features of a randomly initialised encoder (reference)
-frozen pretrained encoder   mean-pooled features of the pretrained VQ-MAE-AV encoder
+untrained encoder           features of a randomly initialised encoder (reference), as below
+frozen pretrained encoder   the pretrained VQ-MAE-AV encoder's outputs: per patch position,
+                            mean / std over the window's time steps, averaged over windows
 fine-tuned                  held-out WAR of the ``finetune-<m>`` rows of ``results.json``
 ==========================  ==============================================================
 
@@ -212,8 +213,9 @@ def media_features(store: Any, ids: Sequence[int], tokenizers: dict[str, Any], d
 
 def encoder_features(store: Any, ids: Sequence[int], init: str | None, seed: int
                      ) -> dict[str, dict[str, np.ndarray]]:
-    """``{"frozen pretrained encoder" | "untrained encoder": {column: (N, F)}}``: mean-pooled
-    features of the pretrained encoder and of the same architecture at random init."""
+    """``{"frozen pretrained encoder" | "untrained encoder": {column: (N, F)}}``: features of the
+    pretrained encoder and of the same architecture at random init, summarised like the codes
+    (per patch position, mean and std of the outputs over time: ``position_statistics``)."""
     from vqmae.data.token_dataset import TokenDataset
     from vqmae.evaluation.logreg_probe import clip_features
     from vqmae.evaluation.model_builders import Builders

@@ -37,8 +37,10 @@ from vqmae.training import is_main_process
 
 @torch.no_grad()
 def clip_features(model: nn.Module, dataset: TokenDataset, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """Frozen features per clip: ``forward_head(forward_features(x), pre_logits=True)`` of every
-    window, averaged per clip. Returns ``(clip indices (N,), features (N, F))``."""
+    """Frozen features per clip: ``position_statistics(forward_features(x))`` of every window
+    (per patch position, mean and std of the encoder outputs over the window's time steps;
+    models without that method: ``forward_head(forward_features(x), pre_logits=True)``),
+    averaged per clip. Returns ``(clip indices (N,), features (N, F))``."""
     model.eval()
     device = model_device(model)
     mods = dataset.modalities
@@ -46,9 +48,9 @@ def clip_features(model: nn.Module, dataset: TokenDataset, batch_size: int = 64)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     feats, clips = [], []
     for batch in loader:
-        f = model.forward_head(model.forward_features(**{m: batch[m].to(device) for m in mods},
-                                                      **reference_inputs(batch, mods, device)),
-                               pre_logits=True)
+        f = model.forward_features(**{m: batch[m].to(device) for m in mods}, **reference_inputs(batch, mods, device))
+        summarise = getattr(model, "position_statistics", None)
+        f = summarise(f) if summarise is not None else model.forward_head(f, pre_logits=True)
         feats.append(f.float().cpu().numpy())
         clips.append(batch["clip"].numpy())
     x, c = np.concatenate(feats), np.concatenate(clips)

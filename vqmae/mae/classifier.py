@@ -225,6 +225,22 @@ class EmotionClassifier(PretrainedModel):
             mean = mean - self.encoder.expected_embeddings(modality, reference)
         return torch.cat([mean.flatten(1), std.flatten(1)], 1)
 
+    def position_statistics(self, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Encoder outputs ``{m: (B, N_m, D)}`` (:meth:`forward_features`) → for every patch
+        position of the token grid (its time axis excepted) the mean and standard deviation over
+        the window's time steps, concatenated over the modalities in ``self.modalities`` order:
+        ``(B, sum_m 2 * P_m * D)``, ``P_m = prod(grid[1:])``. Frozen features that keep *where*
+        each code sits (mean-pooling every token together loses most of the emotion information
+        the codes carry: docs/PIPELINE.md, information ladder)."""
+        parts = []
+        for m in self.modalities:
+            if m not in features:
+                continue
+            x = features[m]
+            x = x.reshape(x.shape[0], self.config.encoder.spec(m).grid[0], -1, x.shape[-1])  # (B, Tg, P, D)
+            parts += [x.mean(1).flatten(1), x.std(1, correction=0).flatten(1)]
+        return torch.cat(parts, 1)
+
     def get_classifier(self) -> nn.Module:
         return self.head
 

@@ -13,7 +13,7 @@ confusion matrices, the label-efficiency curve and the noise curves. A rerun reu
 
 Experiments: ``finetune`` (the pretrained encoder, all weights trained), ``scratch`` (the same
 architecture from random init), ``probe`` (pretrained encoder frozen, head trained), ``logreg``
-(scikit-learn logistic regression on frozen mean-pooled features). ``init=none``: no pretrained
+(scikit-learn logistic regression on frozen encoder features, per patch position). ``init=none``: no pretrained
 model; the architecture comes from ``arch`` (an MAE preset fitted to the store) and only
 ``scratch`` runs. Presets (``preset=paper|demo``): vqmae/presets/finetune.yaml.
 
