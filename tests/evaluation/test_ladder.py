@@ -100,3 +100,25 @@ def test_locate_reads_a_user_run_folder_from_its_stages_json(tmp_path):
     where = locate(run)
     assert where["tokens"] == store and where["init"] == str(model) and where["folds"] == FOLDS
     assert where["tokenizers"]["audio"] == "/a/tok" and where["results"] == {}
+
+
+def test_training_span_changes_no_prediction_of_l2_linear_models():
+    """More features than training rows: fitting in the training rows' span gives the same
+    logistic-regression probabilities and ridge predictions on new rows, with fewer columns."""
+    from sklearn.linear_model import LogisticRegression, Ridge
+
+    from vqmae.evaluation.logreg_probe import training_span
+
+    rng = np.random.default_rng(0)
+    x = {"train": rng.normal(size=(40, 300)), "test": rng.normal(size=(15, 300))}
+    y = rng.integers(0, 3, 40)
+    z = training_span(x)
+    assert z["train"].shape == (40, 40) and z["test"].shape == (15, 40)
+    full = LogisticRegression(C=0.1, max_iter=2000, tol=1e-10).fit(x["train"], y).predict_proba(x["test"])
+    span = LogisticRegression(C=0.1, max_iter=2000, tol=1e-10).fit(z["train"], y).predict_proba(z["test"])
+    np.testing.assert_allclose(span, full, atol=1e-5)
+    t = rng.normal(size=40)
+    np.testing.assert_allclose(Ridge(alpha=3.0).fit(z["train"], t).predict(z["test"]),
+                               Ridge(alpha=3.0).fit(x["train"], t).predict(x["test"]), atol=1e-8)
+    few = {"train": x["train"][:, :20], "test": x["test"][:, :20]}
+    assert training_span(few) is few  # fewer features than rows: unchanged

@@ -62,6 +62,8 @@ def probe(x: np.ndarray, labels: np.ndarray, speakers: Sequence[str], folds: Seq
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
 
+    from vqmae.evaluation.logreg_probe import training_span
+
     spk = np.asarray([str(s) for s in speakers])
     z = speaker_standardize(x, spk)
     right, total, per_fold = 0, 0, []
@@ -70,15 +72,16 @@ def probe(x: np.ndarray, labels: np.ndarray, speakers: Sequence[str], folds: Seq
                for s in ("train", "val", "test")}
         if len(idx["test"]) == 0 or len(np.unique(labels[idx["train"]])) < 2:
             continue
+        zs = training_span({s: z[i] for s, i in idx.items()})
         best = None
         for c in LOGREG_C:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
-                clf = LogisticRegression(C=c, max_iter=500).fit(z[idx["train"]], labels[idx["train"]])
-            val = float((clf.predict(z[idx["val"]]) == labels[idx["val"]]).mean()) if len(idx["val"]) else -abs(c - 1)
+                clf = LogisticRegression(C=c, max_iter=500).fit(zs["train"], labels[idx["train"]])
+            val = float((clf.predict(zs["val"]) == labels[idx["val"]]).mean()) if len(idx["val"]) else -abs(c - 1)
             if best is None or val > best[0]:
                 best = (val, clf)
-        ok = int((best[1].predict(z[idx["test"]]) == labels[idx["test"]]).sum())
+        ok = int((best[1].predict(zs["test"]) == labels[idx["test"]]).sum())
         right, total = right + ok, total + len(idx["test"])
         per_fold.append(ok / len(idx["test"]))
     return {"acc": right / total if total else None, "clips": total, "folds": per_fold,

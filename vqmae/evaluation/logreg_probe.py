@@ -90,6 +90,20 @@ def standardize_splits(X: dict[str, np.ndarray], order: dict[str, np.ndarray], s
     return {s: scaler.transform(x) for s, x in X.items()}
 
 
+def training_span(Z: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Features ``Z[split] (N_split, F)`` → their coordinates ``(N_split, r)`` in an orthonormal
+    basis of the span of the training rows (``r ≤ N_train``), when there are more features than
+    training rows. Changes no prediction of an L2-regularised linear model (logistic regression,
+    ridge: the weights lie in that span, and inner products and norms inside it are kept) and
+    makes each fit work on ``r`` columns instead of ``F`` (frozen encoder features have thousands)."""
+    x = Z["train"]
+    if x.shape[1] <= x.shape[0]:
+        return Z
+    _, s, vt = np.linalg.svd(x, full_matrices=False)
+    basis = vt[s > s[0] * 1e-10].T  # (F, r)
+    return {k: v @ basis for k, v in Z.items()}
+
+
 def clip_arrays(store: TokenStore) -> tuple[np.ndarray, np.ndarray]:
     """``(labels (N,) with -1 = none, targets (N, 2) with NaN = none)`` of every store clip."""
     labels = np.array([-1 if c.label is None else c.label for c in store.clips])
@@ -112,6 +126,7 @@ def fit_linear(Z: dict[str, np.ndarray], order: dict[str, np.ndarray], store: To
     if pca and min(Z["train"].shape) > pca:
         proj = PCA(n_components=min(pca, len(Z["train"]) // 2), svd_solver="full").fit(Z["train"])
         Z = {s: proj.transform(z) for s, z in Z.items()}
+    Z = training_span(Z)
     labels, targets = clip_arrays(store)
     C, T = task.num_classes, task.num_targets
     select = task.selection_key(cfg.select_metric)
