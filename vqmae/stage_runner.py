@@ -274,8 +274,9 @@ def run(cfg: PipelineConfig) -> int:
     print()
     print(f"vqmae {cfg.mode}: all stages done in {time.time() - t_start:.0f} s this time "
           f"({total:.0f} s of stage time in all).")
+    width = max(17, *(len(s) for s in order))
     for stage in order:
         s = state.get(stage, {})
-        print(f"  {stage:<17} {s.get('status', '-'):<6} {s.get('seconds', 0):7.1f} s")
+        print(f"  {stage:<{width}} {s.get('status', '-'):<6} {s.get('seconds', 0):7.1f} s")
     print(f"report: {run_dir / 'report.html'}  (and report.md)")
     return 0

@@ -65,10 +65,10 @@ def collect(sources: Sequence[tuple[str, str | Path]], audio_only: Sequence[str]
 
 
 def comparison_markdown(data: Mapping[str, Any], metric: str = "uar") -> str:
-    """The three tables of :func:`collect`'s rows (markdown, headings at level 3)."""
+    """The three tables of :func:`collect`'s rows (markdown, headings at level 2, as ``results.md``)."""
     chance = data.get("chance")
     metrics = [m for m in METRICS if any(m in r["summary"] for r in data["main"])]
-    lines = ["### Test speakers (mean ± std over folds)", ""]
+    lines = ["## Test speakers (mean ± std over folds)", ""]
     rows = [[r["row"], fmt_summary(r["train"], metric) if r["train"] else "–",
              *[fmt_summary(r["summary"], m) for m in metrics], r["folds"]] for r in data["main"]]
     if chance:
@@ -85,7 +85,7 @@ def comparison_markdown(data: Mapping[str, Any], metric: str = "uar") -> str:
         by = {(r["row"], r["fraction"]): r for r in data["label"]}
         rows = [[n, *[fmt_summary(by[(n, f)]["summary"], metric) if (n, f) in by else "–" for f in fracs]]
                 for n in names]
-        lines += [f"### Label efficiency (test {titles[metric]}; fraction of each fold's training labels)", "",
+        lines += [f"## Label efficiency (test {titles[metric]}; fraction of each fold's training labels)", "",
                   md_table(["model", *[f"{f * 100:g} %" for f in fracs]], rows), ""]
     if data["noise"]:
         conds = list(dict.fromkeys(r["condition"] for r in data["noise"]))
@@ -93,7 +93,7 @@ def comparison_markdown(data: Mapping[str, Any], metric: str = "uar") -> str:
         by = {(r["row"], r["condition"]): r for r in data["noise"]}
         rows = [[n, *[fmt_summary(by[(n, c)]["summary"], metric) if (n, c) in by else "–" for c in conds]]
                 for n in names]
-        lines += [f"### Noise (test {titles[metric]}; noise added to the test audio: VSSL models read the "
+        lines += [f"## Noise (test {titles[metric]}; noise added to the test audio: VSSL models read the "
                   "noisy waveform, VQ-MAE-AV its re-tokenized audio)", "",
                   md_table(["model", *conds], rows), ""]
     if data.get("missing"):
