@@ -99,8 +99,9 @@ def training_span(Z: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     x = Z["train"]
     if x.shape[1] <= x.shape[0]:
         return Z
-    _, s, vt = np.linalg.svd(x, full_matrices=False)
-    basis = vt[s > s[0] * 1e-10].T  # (F, r)
+    w, u = np.linalg.eigh(x @ x.T)  # the Gram matrix: matrix products and an N × N eigenproblem
+    keep = w > w[-1] * 1e-10  # (an SVD of x gives the same basis, ~10x slower on 2 busy cores)
+    basis = x.T @ (u[:, keep] / np.sqrt(w[keep]))  # (F, r), orthonormal columns: x's right singular vectors
     return {k: v @ basis for k, v in Z.items()}
 
 
