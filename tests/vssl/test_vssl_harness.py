@@ -1,6 +1,6 @@
 """The VSSL audio encoder on the evaluation harness: waveform windows aligned with the token store,
-`vqmae finetune --init <VSSL folder>` end to end (folds, label fractions, noise, evaluate), and the
-settings it refuses."""
+`vqmae finetune --init <VSSL folder>` end to end (folds, label fractions, noise, evaluate, predict),
+`vqmae predict` on a fold model from media files, and the settings it refuses."""
 
 from __future__ import annotations
 
@@ -19,13 +19,16 @@ from vqmae.data.token_dataset import TokenDataset
 from vqmae.data.token_store import TokenStore
 from vqmae.data.token_writer import synthetic_provenance, write_token_store
 from vqmae.errors import UserError
+from vqmae.evaluation.model_builders import model_info
+from vqmae.evaluation.scoring import predict_clips
 from vqmae.evaluation.task import infer_task
 from vqmae.pipelines import evaluate as evaluate_stage
 from vqmae.pipelines import finetune as finetune_stage
 from vqmae.pipelines import predict as predict_stage
 from vqmae.vssl import VSSLModel, vssl_model_preset
+from vqmae.vssl.classifier import VSSLClassifier
 from vqmae.vssl.encoder import AudioEncoder
-from vqmae.vssl.harness import VSSLBuilders
+from vqmae.vssl.harness import VSSLBuilders, load_fold_model
 from vqmae.vssl.wave_dataset import WaveDataset, clip_waves
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -144,11 +147,54 @@ def test_finetune_with_a_vssl_encoder_end_to_end(store, encoder_dir, tmp_path, c
     assert evaluate_stage.main([f"--model={out / 'finetune-audio'}", f"--out={tmp_path / 'ev'}"]) == 0
     (exp,) = json.loads((tmp_path / "ev" / "results.json").read_text())["experiments"].values()
     assert exp["summary"]["uar"]["mean"] == pytest.approx(res["experiments"]["finetune-audio"]["summary"]["uar"]["mean"])
-    # ... and `vqmae predict` refuses them in one line
+    # ... and `vqmae predict` runs them on media files (the experiment folder: its 2 fold models averaged)
+    files = [str(store.root.parent / "corpus" / store.clips[i].path) for i in (0, 7)]
+    assert predict_stage.main([f"--model={out / 'finetune-audio'}", f"--out={tmp_path / 'p.json'}", *files]) == 0
+    pred = json.loads((tmp_path / "p.json").read_text())
+    assert pred["num_models"] == 2 and [r["file"] for r in pred["predictions"]] == files
+
+
+def test_predict_runs_a_vssl_fold_model_on_media(store, encoder_dir, tmp_path, capsys):
+    """`vqmae predict` on a saved VSSL fold model: one row per usable file, the harness's
+    predictions (its windows of the same clips scored through WaveDataset), bad files reported."""
+    torch.manual_seed(0)
+    task = infer_task(store, "both")
+    clf = VSSLClassifier.from_encoder(encoder_dir, num_classes=task.num_classes, num_targets=task.num_targets,
+                                      window_seconds=0.4).eval()
+    clf.info = model_info(store, task, str(encoder_dir), 0.4, inputs="wave")
+    clf.save_pretrained(tmp_path / "model")
+    ids = [0, 5, 11, 20]
+    files = [str(store.root.parent / "corpus" / store.clips[i].path) for i in ids]
+    video = write_media(tmp_path / "talk.mp4", frames=np.full((20, 32, 32, 3), 90, np.uint8),
+                        wave=tone(0.8, 16000, freq=300.0), sample_rate=16000)
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF not really a wav file")
+    silent = write_media(tmp_path / "silent.wav", wave=np.zeros(16000, np.float32), sample_rate=16000)
+    argv = [f"--model={tmp_path / 'model'}", f"--out={tmp_path / 'p.json'}", *files[:2], str(broken),
+            *files[2:], str(silent), str(video)]
+    assert predict_stage.main(argv) == 0
+    out = json.loads((tmp_path / "p.json").read_text())
+    rows = out["predictions"]
+    assert [r["file"] for r in rows] == [*files, str(video)] and out["classes"] == CLASSES
+    assert {e["file"]: e["kind"] for e in out["errors"]}[str(silent)] == "silent"
+    assert [e["file"] for e in out["errors"]] == [str(broken), str(silent)]
+    for r in rows:
+        assert sum(r["probabilities"].values()) == pytest.approx(1.0, abs=1e-6)
+        assert r["label"] == max(r["probabilities"], key=r["probabilities"].get)
+        assert {"arousal", "valence", "windows", "seconds"} <= set(r)
+    # the harness's scoring of the same clips (windows every window length, as predict's default)
+    model, _ = load_fold_model(tmp_path / "model")
+    ref = predict_clips(model, WaveDataset(store, ids, 0.4, "all"), task)
+    for k, r in enumerate(rows[:4]):
+        np.testing.assert_allclose([r["probabilities"][c] for c in CLASSES], ref.probs[k], atol=1e-5)
+        np.testing.assert_allclose([r["arousal"], r["valence"]], ref.values[k], atol=1e-5)
+        assert r["label"] == CLASSES[int(ref.preds[k])] and r["windows"] == int(ref.windows[k])
+    # every file failing: exit 2, a summary line naming each file and its kind
     capsys.readouterr()
-    assert predict_stage.main([f"--model={saved}", str(tmp_path / "x.wav")]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "vqmae evaluate" in err
+    assert predict_stage.main([f"--model={tmp_path / 'model'}", str(broken), str(silent)]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # after each file's logged warning
+    assert last.startswith("vqmae predict: error: every file failed (2)") and "silent.wav: silent" in last
+    assert "broken.wav: corrupt" in last
 
 
 def test_vssl_init_reads_audio_only(store, encoder_dir, tmp_path, capsys):

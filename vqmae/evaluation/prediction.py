@@ -9,7 +9,9 @@ clip settings recorded in the model, :func:`vqmae.data.clips.resolve_clip_config
 a ``truncated``, ``too_short`` or ``silent`` file is reported under ``errors`` with that ``kind``,
 as ``prepare`` and ``tokenize`` report it. The clip is tokenized by the tokenizers recorded with
 the model (fingerprints checked), cut into the test protocol's deterministic windows, and the
-window outputs of every model averaged.
+window outputs of every model averaged. Waveform fold models (the VSSL audio encoder fine-tuned by
+``vqmae finetune --init <VSSL folder>``) read the file's audio instead of tokens, cut into windows of
+their recorded length (:mod:`vqmae.vssl.predict`); the rest is the same.
 """
 
 from __future__ import annotations
@@ -57,15 +59,12 @@ def load_models(path: str) -> list[tuple[Any, dict[str, Any]]]:
     """The classifier(s) of a model folder or experiment folder, with their info."""
     from vqmae.checkpoint import ModelFolderError
     from vqmae.evaluation.evaluate_job import model_folders
-    from vqmae.vssl.harness import load_fold_model, reads_waves
+    from vqmae.vssl.harness import load_fold_model
 
     try:
         models = [load_fold_model(f) for f in model_folders(path)]
     except ModelFolderError as e:
         raise ConfigError(f"model: {e}") from None
-    if any(reads_waves(m) for m, _ in models):
-        raise ConfigError(f"model: {path} holds waveform (VSSL) fold models, which `vqmae predict` does not run "
-                          f"yet; score them on a token store's clips with `vqmae evaluate --model {path}`")
     return models
 
 
@@ -136,53 +135,80 @@ def _task(models: list[tuple[Any, dict[str, Any]]]):
     return Task(t["kind"], list(t.get("classes", [])), list(t.get("target_names", [])))
 
 
+class TokenFiles:
+    """The token side of ``vqmae predict`` (the waveform side, for VSSL fold models:
+    :class:`vqmae.vssl.predict.WaveFiles`): ``read(path) -> (codes, seconds)``, then ``store(rows,
+    codes)`` the files as a memory token store; ``loader`` None (the windows are tokens)."""
+
+    loader = None
+
+    def __init__(self, models: list[tuple[Any, dict[str, Any]]], cfg: PredictConfig, device: torch.device):
+        modalities = sorted({m for model, _ in models for m in model.modalities}, key=list(MODALITIES).index)
+        self.toks = model_tokenizers(models[0][1], modalities, {"audio": cfg.audio_tokenizer,
+                                                                "visual": cfg.visual_tokenizer},
+                                     getattr(models[0][0], "pretrained_path", None))
+        for tok in self.toks.values():
+            tok.to(device)
+        self.clip_cfg = model_clip_config(models[0][1], self.toks, cfg.face_cache_dir)
+        self.device = device
+
+    def read(self, path: str) -> tuple[dict[str, np.ndarray], float]:
+        return file_tokens(path, self.clip_cfg, self.toks, self.device)
+
+    def store(self, rows: list[dict[str, Any]], tokens: list[dict[str, np.ndarray]], classes: list[str]):
+        from vqmae.data.memory_store import MemoryTokenStore
+
+        prov = {m: {"token_shape": list(tok.token_shape), "codebook_size": int(tok.codebook_size),
+                    "frames_per_second": float(tok.frames_per_second), "fingerprint": tok.fingerprint()}
+                for m, tok in self.toks.items()}
+        return MemoryTokenStore.from_arrays(rows, tokens, prov, classes, name="<predict>")
+
+
 @torch.no_grad()
 def predict_files(models: list[tuple[Any, dict[str, Any]]], files: list[str], cfg: PredictConfig) -> dict[str, Any]:
     """Per-file predictions of the (averaged) ``models`` (see the module doc); a file that fails
-    is listed under ``errors`` as ``{file, kind, error}``."""
-    from vqmae.data.memory_store import MemoryTokenStore
-    from vqmae.data.token_dataset import TokenDataset
-    from vqmae.evaluation.scoring import model_window_seconds, predict_clips
+    is listed under ``errors`` as ``{file, kind, error}``. Token models read the files through
+    :class:`TokenFiles`, waveform (VSSL) fold models through :class:`vqmae.vssl.predict.WaveFiles`;
+    the windows are the harness's (:func:`vqmae.evaluation.scoring.window_dataset`, mode ``all``)."""
+    from vqmae.evaluation.scoring import model_window_seconds, predict_clips, window_dataset
+    from vqmae.vssl.harness import reads_waves
 
     check_device(cfg.device)
     task = _task(models)
-    info0 = models[0][1]
-    modalities = sorted({m for model, _ in models for m in model.modalities}, key=list(MODALITIES).index)
-    toks = model_tokenizers(info0, modalities, {"audio": cfg.audio_tokenizer, "visual": cfg.visual_tokenizer},
-                            getattr(models[0][0], "pretrained_path", None))
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available()
                           else ("cpu" if cfg.device == "auto" else cfg.device))
     for model, _ in models:
         model.to(device).eval()
-    for tok in toks.values():
-        tok.to(device)
-    clip_cfg = model_clip_config(info0, toks, cfg.face_cache_dir)
-    rows, tokens, errors = [], [], []
+    if any(reads_waves(m) for m, _ in models):
+        from vqmae.vssl.predict import WaveFiles
+
+        source: Any = WaveFiles(models)
+    else:
+        source = TokenFiles(models, cfg, device)
+    rows, inputs, errors = [], [], []
     for f in files:
         try:
-            codes, seconds = file_tokens(f, clip_cfg, toks, device)
+            x, seconds = source.read(f)
         except Exception as e:  # noqa: BLE001 - one bad file must not stop the others
             errors.append({"file": f, "kind": getattr(e, "kind", type(e).__name__), "error": error_reason(e)})
             log.warning("predict: %s: %s", f, e)
             continue
         rows.append({"id": str(len(rows)), "speaker": "", "path": f, "seconds": seconds})
-        tokens.append(codes)
+        inputs.append(x)
     out: dict[str, Any] = {"model": cfg.model, "num_models": len(models), "task": task.kind,
                            "classes": task.classes, "predictions": [], "errors": errors}
     if not rows:
         return out
-    prov = {m: {"token_shape": list(tok.token_shape), "codebook_size": int(tok.codebook_size),
-                "frames_per_second": float(tok.frames_per_second), "fingerprint": tok.fingerprint()}
-            for m, tok in toks.items()}
-    store = MemoryTokenStore.from_arrays(rows, tokens, prov, task.classes, name="<predict>")
+    store = source.store(rows, inputs, task.classes)
     probs = values = windows = None
     if any(getattr(m, "needs_speaker_reference", False) for m, _ in models):
         log.info("predict: speaker-normalised model: the %d file(s) of this call are taken as one "
                  "speaker's clips (their codes are the speaker's reference)%s", len(rows),
                  "; with fewer than 6 the reference is mostly the clips themselves" if len(rows) < 6 else "")
     for model, _ in models:
-        ds = TokenDataset(store, None, model_window_seconds(model), "all", tuple(model.modalities),
-                          stride_seconds=cfg.stride_seconds or None)
+        ds = window_dataset(store, list(range(len(rows))), model_window_seconds(model), "all",
+                            tuple(model.modalities), stride_seconds=cfg.stride_seconds or None, model=model,
+                            audio_loader=source.loader)
         pred = predict_clips(model, ds, task, cfg.batch_size)
         order = np.argsort(pred.clips)
         p = pred.probs[order] if pred.probs is not None else None

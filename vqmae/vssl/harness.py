@@ -6,7 +6,8 @@ its ``model/`` folder, architecture ``vssl``) given as ``--init`` makes every fo
 (:class:`~vqmae.vssl.wave_dataset.WaveDataset`) of the store's clips:
 
 * ``finetune``: the pretrained encoder, all weights trained; ``probe``: the encoder frozen;
-  ``logreg``: logistic regression on its frozen mean-pooled features;
+  ``logreg``: logistic regression on its frozen features (mean and std over time of the encoder
+  outputs, :meth:`~vqmae.vssl.classifier.VSSLClassifier.position_statistics`);
 * ``scratch``: the same encoder architecture with random weights (supervised from scratch); its
   log-mel standardisation (per-band mean / std of the pretraining audio, not learned) is the
   pretrained encoder's, so only learned weights differ.
@@ -14,7 +15,7 @@ its ``model/`` folder, architecture ``vssl``) given as ``--init`` makes every fo
 The encoder reads audio only: the modality set must be ``audio`` (:func:`check_vssl_settings`).
 Saved fold models (``vssl-classifier``) record the task, the store's clip settings and the fold
 (no tokenizers: they read the media files' audio); ``vqmae evaluate`` scores them
-(:func:`load_fold_model`), ``vqmae predict`` refuses them with a one-line message.
+(:func:`load_fold_model`), ``vqmae predict`` runs them on media files (:mod:`vqmae.vssl.predict`).
 """
 
 from __future__ import annotations
