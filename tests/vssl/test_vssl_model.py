@@ -212,7 +212,8 @@ def test_exported_encoder_loads_into_the_classifier(tmp_path, one_thread):
     wave = torch.randn(3, 12 * SPF) * 0.2
     clf.eval()
     with torch.no_grad():
-        assert clf(wave=wave).shape == (3, 8) and clf.forward_features(wave).shape == (3, 32)
+        assert clf(wave=wave).shape == (3, 8) and clf.forward_features(wave).shape == (3, 12, 32)
+        assert clf.forward_head(clf.forward_features(wave), pre_logits=True).shape == (3, 32)
         assert torch.equal(clf.encoder.encode(wave), m.encoder.encode(wave))
     clf.freeze_encoder()
     assert not any(p.requires_grad for p in clf.encoder.parameters())
@@ -221,6 +222,38 @@ def test_exported_encoder_loads_into_the_classifier(tmp_path, one_thread):
     back = load_pretrained(tmp_path / "clf")
     with torch.no_grad():
         assert torch.allclose(back(wave=wave), clf(wave=wave), atol=1e-6)  # frozen GRU: other kernel
+
+
+def test_logreg_features_are_the_mean_and_std_over_time(one_thread):
+    """The linear probe's frozen features of a VSSL classifier: per clip, the mean over its windows
+    of the encoder outputs' mean and std over time ``(2 D,)``; ``forward`` is the pooled head's."""
+    from vqmae.evaluation.logreg_probe import clip_features
+    from vqmae.vssl.classifier import VSSLClassifier, VSSLClassifierConfig
+
+    torch.manual_seed(0)
+    clf = VSSLClassifier(VSSLClassifierConfig(encoder=vssl_model_preset("tiny").encoder, num_classes=3)).eval()
+    wave = torch.randn(4, 10 * SPF) * 0.2
+    with torch.no_grad():
+        feats = clf.forward_features(wave)  # (4, 10, 32)
+        stats = clf.position_statistics(feats)
+        assert stats.shape == (4, 64)
+        torch.testing.assert_close(stats[:, :32], feats.mean(1))
+        torch.testing.assert_close(stats[:, 32:], feats.var(1, unbiased=False).sqrt())
+        w = torch.softmax(clf.score(feats).squeeze(-1), 1)[..., None]
+        torch.testing.assert_close(clf(wave=wave), clf.head(clf.norm((w * feats).sum(1))))
+
+    class Windows(torch.utils.data.Dataset):  # clip 0: windows 0, 1; clip 1: windows 2, 3
+        modalities = ("wave",)
+
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            return {"wave": wave[i], "clip": i // 2}
+
+    clips, x = clip_features(clf, Windows(), batch_size=3)
+    assert clips.tolist() == [0, 1] and x.shape == (2, 64)
+    np.testing.assert_allclose(x, [stats[:2].mean(0).numpy(), stats[2:].mean(0).numpy()], rtol=1e-5, atol=1e-6)
 
 
 def test_animate_renders_every_frame_whatever_the_chunk(one_thread):

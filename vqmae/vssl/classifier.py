@@ -3,6 +3,8 @@ model interface (see :mod:`vqmae.evaluation.protocol`), for raw waveforms.
 
     clf = VSSLClassifier.from_encoder("runs/vssl/audio_encoder", num_classes=6, num_targets=2)
     out = clf(wave=wave)                  # (B, S) 16 kHz -> (B, num_classes + num_targets)
+    feats = clf.forward_features(wave)    # (B, T, D) encoder outputs; clf.forward_head(feats) = out
+    clf.position_statistics(feats)        # (B, 2 D): mean and std over T (the logreg probe's features)
     clf.freeze_encoder()                  # linear probe
 
 The input modality is ``wave``: peak-normalised waveforms as the clip loader returns them (the
@@ -74,16 +76,28 @@ class VSSLClassifier(PretrainedModel):
             p.requires_grad_(False)
 
     def forward_features(self, wave: torch.Tensor) -> torch.Tensor:
-        """``(B, S)`` -> pooled ``(B, D)``."""
-        feats = self.encoder.encode(wave)  # (B, T, D)
+        """``(B, S)`` -> the encoder's outputs ``(B, T, D)``, ``T = S // samples_per_frame``."""
+        return self.encoder.encode(wave)
+
+    def pool(self, features: torch.Tensor) -> torch.Tensor:
+        """``(B, T, D)`` -> ``(B, D)``: attention-weighted or plain mean over ``T``."""
         if self.score is None:
-            return feats.mean(1)
-        w = torch.softmax(self.score(feats).squeeze(-1), dim=1)  # (B, T)
-        return (w[..., None] * feats).sum(1)
+            return features.mean(1)
+        w = torch.softmax(self.score(features).squeeze(-1), dim=1)  # (B, T)
+        return (w[..., None] * features).sum(1)
 
     def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.drop(self.norm(features))
+        """``(B, T, D)`` -> ``(B, num_classes + num_targets)``, or the pooled, normalised ``(B, D)``
+        with ``pre_logits``."""
+        x = self.drop(self.norm(self.pool(features)))
         return x if pre_logits else self.head(x)
+
+    def position_statistics(self, features: torch.Tensor) -> torch.Tensor:
+        """Encoder outputs ``(B, T, D)`` (:meth:`forward_features`) -> ``(B, 2 D)``: their mean and
+        standard deviation over time, the frozen-feature summary of the linear probe
+        (:func:`vqmae.evaluation.logreg_probe.clip_features`; as
+        :meth:`vqmae.mae.classifier.EmotionClassifier.position_statistics`, with one position)."""
+        return torch.cat([features.mean(1), features.std(1, correction=0)], 1)
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(wave))
