@@ -7,7 +7,8 @@ emotion of held-out speakers:
 ==========================  ==============================================================
 media                       the tokenizer's input: log band-energy statistics of the power
                             spectrogram (audio); face-pixel statistics at 16 × 16 (visual)
-tokenizer decodings         the same statistics of ``decode(encode(input))``
+tokenizer decodings         the same statistics of the decoded stored codes (the token store
+                            holds ``encode(input)`` of each clip)
 codes                       per token position: mean / std / mean |change| of the clips' codebook
                             vectors over time (the ``codes`` experiment's features)
 untrained encoder           features of a randomly initialised encoder (reference), as below
@@ -178,17 +179,20 @@ def _tokenizers(store: Any, run: Path, recorded: dict[str, str | None] | None = 
         for c in cands:
             if c and Path(c).is_dir():
                 try:
-                    out[m] = load_tokenizer(c).eval()
+                    tok = load_tokenizer(c).eval()
+                    store.check_tokenizer(m, tok.fingerprint())  # its decodings read the store's codes
+                    out[m] = tok
                     break
                 except Exception as e:  # noqa: BLE001 -- a missing or foreign folder: that stage is skipped
-                    log.warning("ladder: cannot load the %s tokenizer %s: %s", m, c, e)
+                    log.warning("ladder: cannot use the %s tokenizer %s: %s", m, c, e)
     return out
 
 
 def media_features(store: Any, ids: Sequence[int], tokenizers: dict[str, Any], decodings: bool
                    ) -> tuple[dict[str, dict[str, np.ndarray]], list[int]]:
     """``{"media" | "tokenizer decodings": {modality: (N, F)}}`` for the clips ``ids`` that load
-    (and the kept ids): statistics of the tokenizer input and of its decoding."""
+    (and the kept ids): statistics of the tokenizer input and of the decoding of the clip's
+    stored codes (``tokenizers`` must be the store's: :func:`_tokenizers` checks fingerprints)."""
     from vqmae.data.clips import load_clip, resolve_clip_config
     from vqmae.data.manifest import read_manifest
 
@@ -210,7 +214,8 @@ def media_features(store: Any, ids: Sequence[int], tokenizers: dict[str, Any], d
                 x = tok.prepare(media.audio if m == "audio" else media.faces)
                 feats["media"].setdefault(m, []).append(stat[m](x))
                 if decodings:
-                    feats["tokenizer decodings"].setdefault(m, []).append(stat[m](tok.decode(tok.encode(x)).float()))
+                    codes = torch.from_numpy(np.asarray(store.read(int(i), m), dtype=np.int64))
+                    feats["tokenizer decodings"].setdefault(m, []).append(stat[m](tok.decode(codes).float()))
     return {s: {m: np.stack(v) for m, v in d.items()} for s, d in feats.items() if d}, kept
 
 
