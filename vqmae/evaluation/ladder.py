@@ -36,7 +36,7 @@ import torch
 
 from vqmae.errors import UserError
 from vqmae.evaluation.codes_probe import code_features
-from vqmae.evaluation.logreg_probe import LOGREG_C
+from vqmae.evaluation.logreg_probe import LOGREG_C, speaker_standardize, training_span
 from vqmae.io import atomic_write_text, read_json, write_json
 from vqmae.runs import log
 
@@ -46,24 +46,12 @@ CHAIN = ("media", "tokenizer decodings", "codes", "frozen pretrained encoder", "
 COLUMNS = {"audio": ("audio",), "visual": ("visual",), "audio+visual": ("audio", "visual")}
 
 
-def speaker_standardize(x: np.ndarray, speakers: Sequence[str]) -> np.ndarray:
-    """Z-score rows of ``x (N, F)`` with each speaker's own mean / std (no labels used)."""
-    out = np.empty_like(np.asarray(x, dtype=np.float64))
-    spk = np.asarray([str(s) for s in speakers])
-    for s in np.unique(spk):
-        m = spk == s
-        out[m] = (x[m] - x[m].mean(0)) / (x[m].std(0) + 1e-6)
-    return out
-
-
 def probe(x: np.ndarray, labels: np.ndarray, speakers: Sequence[str], folds: Sequence[dict[str, Any]]
           ) -> dict[str, Any]:
     """Speaker-grouped logistic regression over ``folds`` (``{"train", "val", "test"}`` speaker
     lists): C from :data:`LOGREG_C` by validation accuracy; pooled test accuracy and per fold."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
-
-    from vqmae.evaluation.logreg_probe import training_span
 
     spk = np.asarray([str(s) for s in speakers])
     z = speaker_standardize(x, spk)

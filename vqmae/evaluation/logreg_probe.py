@@ -46,10 +46,10 @@ def clip_features(model: nn.Module, dataset: TokenDataset, batch_size: int = 64)
     mods = dataset.modalities
     dataset = with_speaker_reference(dataset, model)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    summarise = getattr(model, "position_statistics", None)
     feats, clips = [], []
     for batch in loader:
         f = model.forward_features(**{m: batch[m].to(device) for m in mods}, **reference_inputs(batch, mods, device))
-        summarise = getattr(model, "position_statistics", None)
         f = summarise(f) if summarise is not None else model.forward_head(f, pre_logits=True)
         feats.append(f.float().cpu().numpy())
         clips.append(batch["clip"].numpy())
