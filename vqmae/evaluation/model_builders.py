@@ -151,9 +151,9 @@ class Builders:
             enc = encoder_config_for(self.mae_cfg, modalities)
             model = EmotionClassifier(ClassifierConfig(encoder=enc, **fields))
             if self.codebook_init:
-                for m, cb in self.codebooks().items():
-                    if m in model.encoder.embed:
-                        model.encoder.embed[m].init_from_codebook(cb)
+                from vqmae.mae.pretraining import init_from_codebooks
+
+                init_from_codebooks(model.encoder, self.codebooks())
             return model
 
         return build
@@ -161,13 +161,7 @@ class Builders:
     def codebooks(self) -> dict[str, Any]:
         """The store's tokenizer codebooks ``{modality: (K, D) tensor}`` (those that load)."""
         if self._codebooks is None:
-            import torch
+            from vqmae.mae.pretraining import store_codebooks
 
-            from vqmae.evaluation.codes_probe import load_codebook
-
-            self._codebooks = {}
-            for m in self.store.modalities:
-                cb = load_codebook(self.store, m)
-                if cb is not None:
-                    self._codebooks[m] = torch.from_numpy(cb)
+            self._codebooks = store_codebooks(self.store)
         return self._codebooks

@@ -116,17 +116,30 @@ def build_model_config(cfg: PretrainConfig, provenance: dict[str, dict[str, Any]
         raise PretrainError(f"{cfg.tokens}: {e}{hint}") from None
 
 
+def store_codebooks(store) -> dict[str, torch.Tensor]:
+    """The codebooks ``{modality: (K, D)}`` of the tokenizers that made the store's tokens (those
+    that load)."""
+    from vqmae.evaluation.codes_probe import load_codebook
+
+    books = {m: load_codebook(store, m) for m in store.modalities}
+    return {m: torch.from_numpy(cb) for m, cb in books.items() if cb is not None}
+
+
+def init_from_codebooks(encoder: torch.nn.Module, codebooks: dict[str, torch.Tensor]) -> list[str]:
+    """Initialise ``encoder.embed[m]`` from ``codebooks[m]`` where given; returns the modalities
+    initialised."""
+    done = []
+    for m, emb in encoder.embed.items():
+        if m in codebooks:
+            emb.init_from_codebook(codebooks[m])
+            done.append(m)
+    return done
+
+
 def init_from_tokenizer_codebooks(encoder: torch.nn.Module, store, run_: Run | None = None) -> list[str]:
     """Initialise ``encoder.embed[m]`` from the codebook of the tokenizer that made the store's
     ``m`` tokens (where that tokenizer loads); returns the modalities initialised."""
-    from vqmae.evaluation.codes_probe import load_codebook
-
-    done = []
-    for m, emb in encoder.embed.items():
-        cb = load_codebook(store, m) if m in store.modalities else None
-        if cb is not None:
-            emb.init_from_codebook(torch.from_numpy(cb))
-            done.append(m)
+    done = init_from_codebooks(encoder, store_codebooks(store))
     if run_ is not None:
         run_.info("code embeddings from the tokenizer codebooks: %s", ", ".join(done) or "none (random)")
     return done
